@@ -1,0 +1,11 @@
+/* api.c - see api.h. */
+#include "api/api.h"
+
+#include "api/vm.h"
+
+void
+xa_api_init(void)
+{
+    /* Class modules add their registration calls here as they land. */
+    xa_vm_startup();
+}
