@@ -124,7 +124,9 @@ value_destroy(struct xa_value *v)
         break;
     case XA_STRUCT:
         for (size_t i = 0; i < v->u.st.n; i++) {
-            free(v->u.st.m[i].key);
+            if (!v->u.st.m[i].static_key) {
+                free(v->u.st.m[i].key);
+            }
             xa_value_unref(v->u.st.m[i].val);
         }
         free(v->u.st.m);
@@ -154,16 +156,30 @@ xa_array_append(struct xa_value *arr, struct xa_value *item)
     arr->u.arr.items[arr->u.arr.n++] = item;
 }
 
-void
-xa_struct_add(struct xa_value *st, const char *key, struct xa_value *val)
+static void
+struct_push(struct xa_value *st, char *key, bool static_key,
+            struct xa_value *val)
 {
     if (st->u.st.n == st->u.st.cap) {
         st->u.st.cap = st->u.st.cap ? st->u.st.cap * 2 : 4;
         st->u.st.m = xa_realloc(st->u.st.m, st->u.st.cap * sizeof *st->u.st.m);
     }
-    st->u.st.m[st->u.st.n].key = xa_strdup(key);
-    st->u.st.m[st->u.st.n].val = val;
-    st->u.st.n++;
+    struct xa_member *m = &st->u.st.m[st->u.st.n++];
+    m->key = key;
+    m->val = val;
+    m->static_key = static_key;
+}
+
+void
+xa_struct_add(struct xa_value *st, const char *key, struct xa_value *val)
+{
+    struct_push(st, xa_strdup(key), false, val);
+}
+
+void
+xa_struct_add_static(struct xa_value *st, const char *key, struct xa_value *val)
+{
+    struct_push(st, (char *)key, true, val);
 }
 
 void
@@ -198,7 +214,9 @@ xa_struct_remove(struct xa_value *st, const char *key)
 {
     for (size_t i = 0; i < st->u.st.n; i++) {
         if (strcmp(st->u.st.m[i].key, key) == 0) {
-            free(st->u.st.m[i].key);
+            if (!st->u.st.m[i].static_key) {
+                free(st->u.st.m[i].key);
+            }
             xa_value_unref(st->u.st.m[i].val);
             memmove(&st->u.st.m[i], &st->u.st.m[i + 1],
                     (st->u.st.n - i - 1) * sizeof *st->u.st.m);
@@ -242,7 +260,9 @@ xa_value_copy(const struct xa_value *v)
     case XA_STRUCT:
         c = xa_struct();
         for (size_t i = 0; i < v->u.st.n; i++) {
-            xa_struct_add(c, v->u.st.m[i].key, xa_value_copy(v->u.st.m[i].val));
+            const struct xa_member *m = &v->u.st.m[i];
+            struct_push(c, m->static_key ? m->key : xa_strdup(m->key),
+                        m->static_key, xa_value_copy(m->val));
         }
         return c;
     default:

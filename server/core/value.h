@@ -30,8 +30,9 @@ struct xa_value;
 
 /* One member of a struct. */
 struct xa_member {
-    char *key;            /* owned */
+    char *key;            /* owned, unless 'static_key' */
     struct xa_value *val; /* owned reference */
+    bool static_key;      /* 'key' lives forever (schema names) */
 };
 
 struct xa_value {
@@ -79,6 +80,11 @@ void xa_struct_set(struct xa_value *st, const char *key, struct xa_value *val);
 /* Appends without looking for an existing key: for building records whose
  * keys are known to be distinct (faster for large records). */
 void xa_struct_add(struct xa_value *st, const char *key, struct xa_value *val);
+/* As xa_struct_add, with a key that outlives every value (a schema field
+ * name): it is not copied.  Records are built this way, which saves a
+ * copy per field on the get_all_records path. */
+void xa_struct_add_static(struct xa_value *st, const char *key,
+                          struct xa_value *val);
 /* Borrowed; NULL when absent. */
 struct xa_value *xa_struct_get(const struct xa_value *st, const char *key);
 bool xa_struct_remove(struct xa_value *st, const char *key);

@@ -703,7 +703,7 @@ xa_db_get_record(struct xa_txn *t, const struct xa_class_desc *cls,
     for (size_t f = 0; f < nf; f++) {
         struct xa_value *v = r->vals[f] ? xa_value_ref(r->vals[f])
                                         : xa_db_render_set(r->tbl, (int)f, ref);
-        xa_struct_add(st, cls->fields[f].name, v);
+        xa_struct_add_static(st, cls->fields[f].name, v);
     }
     return st;
 }
