@@ -213,14 +213,28 @@ xa_dispatch_coerce(const struct xa_type *t, const struct xa_value *v,
         }
         struct xa_value *out = xa_struct();
         for (size_t k = 0; k < v->u.st.n; k++) {
-            struct xa_value *c = NULL;
-            struct xa_error *err =
-                xa_dispatch_coerce(t->elem, v->u.st.m[k].val, what, &c);
+            /* Keys travel as text whatever their type: check them as
+             * that type (an enum name, a number), keep the canonical
+             * text. */
+            struct xa_value *key = xa_string(v->u.st.m[k].key);
+            struct xa_value *ck = NULL, *c = NULL;
+            struct xa_error *err = xa_dispatch_coerce(t->key, key, what, &ck);
+            xa_value_unref(key);
+            if (!err) {
+                err = xa_dispatch_coerce(t->elem, v->u.st.m[k].val, what, &c);
+            }
             if (err) {
+                xa_value_unref(ck);
                 xa_value_unref(out);
                 return err;
             }
-            xa_struct_add(out, v->u.st.m[k].key, c);
+            char *text = ck->kind == XA_INT
+                             ? xa_asprintf("%lld", (long long)ck->u.i)
+                             : xa_strdup(xa_value_str(ck) ? xa_value_str(ck)
+                                                          : v->u.st.m[k].key);
+            xa_struct_add(out, text, c);
+            free(text);
+            xa_value_unref(ck);
         }
         *ret = out;
         return NULL;

@@ -298,6 +298,31 @@ xa_utf8_valid(const char *s, size_t n)
     return true;
 }
 
+char *
+xa_utf8_sanitize(const char *s, size_t n)
+{
+    struct xa_buf b = {0};
+    size_t i = 0;
+    while (i < n) {
+        /* the longest valid sequence starting here, if any */
+        size_t len = 0;
+        for (size_t k = 1; k <= 4 && i + k <= n; k++) {
+            if (xa_utf8_valid(s + i, k)) {
+                len = k;
+                break;
+            }
+        }
+        if (len && s[i] != '\0') {
+            xa_buf_append(&b, s + i, len);
+            i += len;
+        } else {
+            xa_buf_puts(&b, "\xef\xbf\xbd");
+            i++;
+        }
+    }
+    return xa_buf_steal(&b);
+}
+
 bool
 xa_parse_int64(const char *s, int64_t *out)
 {

@@ -55,6 +55,9 @@ double xa_monotonic(void);
 bool xa_str_eq(const char *a, const char *b);
 bool xa_str_has_prefix(const char *s, const char *prefix);
 bool xa_utf8_valid(const char *s, size_t n);
+/* A copy of 's' safe to echo back: invalid UTF-8 bytes (and NULs) are
+ * replaced with U+FFFD.  Caller frees. */
+char *xa_utf8_sanitize(const char *s, size_t n);
 /* Parses a decimal int64; false when 's' is not exactly one. */
 bool xa_parse_int64(const char *s, int64_t *out);
 

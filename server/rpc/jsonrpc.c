@@ -268,7 +268,7 @@ utf8_error(const char *s, size_t n)
 {
     /* The parameter is a C string and ends at any NUL; the message is
      * what matters. */
-    char *copy = xa_strndup(s, n);
+    char *copy = xa_utf8_sanitize(s, n);
     struct xa_error *e = xa_error_new("INVALID_VALUE", 2, UTF8_MSG, copy);
     free(copy);
     return e;
@@ -431,6 +431,13 @@ xa_jsonrpc_parse_call(const char *body, size_t len, char **ret_method,
         e = parse_error("missing or null id");
         goto out;
     }
+    e = from_json(id, &idv);
+    if (e) {
+        goto out;
+    }
+    /* From here on the request is well formed enough to be answered: a
+     * bad parameter gets a XenAPI error carrying the caller's id. */
+    *ret_version = version;
     if (!json_object_object_get_ex(root, "params", &p) || !p) {
         params = xa_array();
     } else if (json_object_is_type(p, json_type_array)) {
@@ -449,10 +456,6 @@ xa_jsonrpc_parse_call(const char *body, size_t len, char **ret_method,
     if (e) {
         goto out;
     }
-    e = from_json(id, &idv);
-    if (e) {
-        goto out;
-    }
     const char *ms = json_object_get_string(m);
     size_t mn = (size_t)json_object_get_string_len(m);
     if (mn == 0 || strlen(ms) != mn || !xa_utf8_valid(ms, mn)) {
@@ -467,6 +470,12 @@ xa_jsonrpc_parse_call(const char *body, size_t len, char **ret_method,
     idv = NULL;
 
 out:
+    if (e && idv && strcmp(e->code, "JSONRPC_PARSE_ERROR") != 0) {
+        *ret_id = idv; /* the answer to a bad parameter echoes the id */
+        idv = NULL;
+    } else if (e) {
+        *ret_version = 0;
+    }
     xa_value_unref(params);
     xa_value_unref(idv);
     json_object_put(root);

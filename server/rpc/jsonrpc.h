@@ -28,7 +28,9 @@
  * none as empty) and '*ret_id' (the id to echo, any non-null JSON value),
  * and '*ret_version' is 2 when "jsonrpc":"2.0" is present, else 1.  A
  * missing method, or a missing or null id (xapi has no notifications),
- * is a JSONRPC_PARSE_ERROR.  On failure the outputs are NULL and 0. */
+ * is a JSONRPC_PARSE_ERROR.  On failure the method and params are NULL; the id
+ * and version are set only when the request was well formed but a parameter was
+ * bad (so the error answer can echo the id), else NULL and 0. */
 struct xa_error *xa_jsonrpc_parse_call(const char *body, size_t len,
                                        char **ret_method,
                                        struct xa_value **ret_params,

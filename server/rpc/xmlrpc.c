@@ -285,7 +285,7 @@ fail_utf8(struct xml_parser *x, const char *s, size_t n)
     if (!x->err) {
         /* The parameter is a C string, so it ends at any NUL; the message
          * matters more than the exact bytes. */
-        char *copy = xa_strndup(s, n);
+        char *copy = xa_utf8_sanitize(s, n);
         x->err = xa_error_new("INVALID_VALUE", 2, UTF8_MSG, copy);
         free(copy);
     }

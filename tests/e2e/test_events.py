@@ -319,3 +319,32 @@ def test_get_current_id(xapid, session, vm):
     session.VM.set_name_description(vm, "id-bump")
     b = int(session.event.get_current_id())
     assert b > a
+
+
+def test_sigterm_with_parked_waiters(xapid_factory):
+    """Parked event.from calls and a held-back failed login do not stop a
+    clean shutdown: SIGTERM still exits 0 within 10 s."""
+    x = xapid_factory.start()
+    s = x.login()
+    tok = token_now(s)
+    waiters = [Waiter(x, s.ref, ["vm"], tok, 60) for _ in range(5)]
+    for w in waiters:
+        w.start()
+    api = x.api()
+    for _ in range(4):  # the 5th failure is held back ~1.6 s
+        expect_error(api.call, "session.login_with_password", "root", "bad")
+    def late_failure():
+        try:
+            x.api().call("session.login_with_password", "root", "bad")
+        except Exception:  # noqa: BLE001 - failure or a closed connection
+            pass
+
+    late = threading.Thread(target=late_failure, daemon=True)
+    late.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    x.stop_clean()
+    assert time.monotonic() - t0 < 10
+    for w in waiters:
+        w.join(5)
+        assert not w.is_alive()

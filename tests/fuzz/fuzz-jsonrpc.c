@@ -1,7 +1,9 @@
 /* fuzz-jsonrpc.c - the server's JSON-RPC request decoder
  * (xa_jsonrpc_parse_call).  A parsed request is answered with both
  * versions' writers, echoing its id and params. */
+#include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "fuzz.h"
 #include "rpc/jsonrpc.h"
@@ -16,9 +18,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct xa_error *e = xa_jsonrpc_parse_call((const char *)data, size,
                                                &method, &params, &id, &version);
     if (e) {
-        if (method || params || id || version != 0) {
-            abort(); /* the contract: outputs are NULL and 0 on failure */
+        /* the contract: no method or params on failure; the id and version
+         * only when the request itself was well formed */
+        bool parse = strcmp(e->code, "JSONRPC_PARSE_ERROR") == 0;
+        if (method || params || (parse && (id || version != 0)) ||
+            (!parse && (!id || (version != 1 && version != 2)))) {
+            abort();
         }
+        xa_value_unref(id);
         struct xa_buf out = {0};
         xa_jsonrpc_write_failure(&out, 1, NULL, e);
         xa_jsonrpc_write_failure(&out, 2, NULL, e);
