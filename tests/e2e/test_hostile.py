@@ -304,9 +304,6 @@ def test_invalid_utf8_reply_is_well_formed(xapid, session):
     assert json.loads(r.body.decode("utf-8"))["error"][0] == "INVALID_VALUE"
 
 
-@pytest.mark.xfail(reason="server bug: a JSON-RPC request whose params fail "
-                   "to convert (e.g. invalid UTF-8) is answered with "
-                   "\"id\":null instead of the request's id", strict=False)
 def test_json_error_in_params_keeps_id(xapid, session):
     body = (b'{"method":"VM.get_all","id":77,"params":["\xff"]}')
     r = xapid.post("/jsonrpc", body)
