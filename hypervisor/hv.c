@@ -79,11 +79,11 @@ xa_hv_shutdown_driver(void)
 }
 
 /* NOT_IMPLEMENTED unless the active backend has entry 'fn'. */
-#define NEED(fn, what)                                                         \
-    do {                                                                       \
-        if (!active || !active->fn) {                                          \
-            return xa_error_not_implemented(what);                             \
-        }                                                                      \
+#define NEED(fn, what)                             \
+    do {                                           \
+        if (!active || !active->fn) {              \
+            return xa_error_not_implemented(what); \
+        }                                          \
     } while (0)
 
 struct xa_error *

@@ -24,7 +24,8 @@ static bool
 collect(const char *ref, void *ctx)
 {
     struct vm_list *l = ctx;
-    if (xa_api_bool(l->t, &xa_cls_VM, ref, XA_F(xa_cls_VM, "is_control_domain"))) {
+    if (xa_api_bool(l->t, &xa_cls_VM, ref,
+                    XA_F(xa_cls_VM, "is_control_domain"))) {
         return true;
     }
     if (l->n == l->cap) {
@@ -38,8 +39,9 @@ collect(const char *ref, void *ctx)
 /* Brings one VM in line with what the backend reports for it ('d' NULL:
  * no domain). */
 static struct xa_error *
-reconcile_vm(struct xa_txn *t, const char *vm, const struct xa_hv_domain_info *d,
-             unsigned *halted, unsigned *adopted)
+reconcile_vm(struct xa_txn *t, const char *vm,
+             const struct xa_hv_domain_info *d, unsigned *halted,
+             unsigned *adopted)
 {
     struct xa_error *err = NULL;
     const struct xa_value *ops = xa_db_peek_field(
@@ -120,21 +122,25 @@ xa_hv_reconcile(void)
     struct xa_value *all = err ? NULL : xa_db_get_all(t, &xa_cls_VM);
     for (size_t i = 0; all && i < all->u.arr.n && !err; i++) {
         const char *r = all->u.arr.items[i]->u.str.s;
-        if (xa_api_bool(t, &xa_cls_VM, r, XA_F(xa_cls_VM, "is_control_domain"))) {
+        if (xa_api_bool(t, &xa_cls_VM, r,
+                        XA_F(xa_cls_VM, "is_control_domain"))) {
             err = xa_vm_update_allowed(t, r);
         }
     }
     xa_value_unref(all);
     err = xa_api_finish(t, err);
-    XA_HMAP_FOR_EACH(s, &by_uuid)
-    {
-        xa_log_warn("hv", "domain %s (domid %lld) belongs to no VM; left "
-                    "running", s->key, (long long)((struct xa_hv_domain_info *)
-                                                        s->val)->domid);
+    XA_HMAP_FOR_EACH (s, &by_uuid) {
+        xa_log_warn("hv",
+                    "domain %s (domid %lld) belongs to no VM; left "
+                    "running",
+                    s->key,
+                    (long long)((struct xa_hv_domain_info *)s->val)->domid);
     }
     if (halted || adopted) {
-        xa_log_info("hv", "reconciled: %u VMs halted (domain gone), %u "
-                    "updated from running domains", halted, adopted);
+        xa_log_info("hv",
+                    "reconciled: %u VMs halted (domain gone), %u "
+                    "updated from running domains",
+                    halted, adopted);
     }
     xa_hmap_clear(&by_uuid, NULL);
     for (size_t i = 0; i < l.n; i++) {

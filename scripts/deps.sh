@@ -11,7 +11,7 @@ PACKAGES=(
   libcmocka-dev python3 python3-pytest
   clang cppcheck clang-format
   libclang-rt-dev llvm  # ASan/UBSan/libFuzzer runtimes, llvm-symbolizer
-  nodejs npm
+  nodejs npm ansible python3-os-xenapi
 )
 
 missing=()

@@ -18,6 +18,7 @@
 #include "event.h"
 #include "http/cert.h"
 #include "http/http.h"
+#include "hypervisor/hv.h"
 #include "log.h"
 #include "rpc.h"
 #include "self.h"
@@ -166,6 +167,10 @@ main(int argc, char **argv)
     }
     xa_self_set_host(host_ref);
     free(host_ref);
+    err = xa_hv_select(cfg.hypervisor);
+    if (err) {
+        return fail(err, "hypervisor driver");
+    }
     xa_api_init();
 
     char *secret = pool_secret(cfg.state_dir);
@@ -220,6 +225,7 @@ main(int argc, char **argv)
     xa_task_stop_workers();
     xa_timer_stop();
     xa_session_shutdown();
+    xa_hv_shutdown_driver();
     xa_db_close();
     free(cert);
     free(key);

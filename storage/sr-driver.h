@@ -36,7 +36,7 @@ struct xa_sr_stat {
 
 /* What a new or scanned VDI looks like to the backend. */
 struct xa_sr_vdi {
-    char *location;               /* owned; the backend's name for it */
+    char *location; /* owned; the backend's name for it */
     int64_t virtual_size;
     int64_t physical_utilisation;
 };
@@ -67,8 +67,7 @@ struct xa_sr_driver {
                                   const char *location, const char *new_uuid,
                                   struct xa_sr_vdi *out);
     struct xa_error *(*vdi_snapshot)(const struct xa_sr_ctx *sr,
-                                     const char *location,
-                                     const char *new_uuid,
+                                     const char *location, const char *new_uuid,
                                      struct xa_sr_vdi *out);
     struct xa_error *(*vdi_resize)(const struct xa_sr_ctx *sr,
                                    const char *location, int64_t new_size,

@@ -49,13 +49,13 @@ xa_sr_driver_for(const char *type)
 }
 
 /* The backend of 'sr' with entry 'fn', or an error return. */
-#define DRIVER(d, sr, fn, what)                                                \
-    const struct xa_sr_driver *d = xa_sr_driver_for((sr)->type);               \
-    if (!d) {                                                                  \
-        return xa_error_new("SR_UNKNOWN_DRIVER", 1, (sr)->type);               \
-    }                                                                          \
-    if (!d->fn) {                                                              \
-        return xa_error_not_implemented(what);                                 \
+#define DRIVER(d, sr, fn, what)                                  \
+    const struct xa_sr_driver *d = xa_sr_driver_for((sr)->type); \
+    if (!d) {                                                    \
+        return xa_error_new("SR_UNKNOWN_DRIVER", 1, (sr)->type); \
+    }                                                            \
+    if (!d->fn) {                                                \
+        return xa_error_not_implemented(what);                   \
     }
 
 struct xa_error *
@@ -73,8 +73,8 @@ xa_sr_stat(const struct xa_sr_ctx *sr, struct xa_sr_stat *out)
 }
 
 struct xa_error *
-xa_sr_vdi_create(const struct xa_sr_ctx *sr, const char *vdi_uuid,
-                 int64_t size, struct xa_sr_vdi *out)
+xa_sr_vdi_create(const struct xa_sr_ctx *sr, const char *vdi_uuid, int64_t size,
+                 struct xa_sr_vdi *out)
 {
     DRIVER(d, sr, vdi_create, "VDI.create");
     return d->vdi_create(sr, vdi_uuid, size, out);

@@ -45,10 +45,11 @@ enum sim_op {
 };
 
 static const char *const op_names[OP__MAX] = {
-    "create",   "unpause",     "pause",        "shutdown",
-    "destroy",  "hard_reboot", "suspend",      "resume",
-    "migrate_send", "migrate_receive", "plug_disk", "unplug_disk",
-    "plug_nic", "unplug_nic",  "set_memory_target",
+    "create",          "unpause",    "pause",
+    "shutdown",        "destroy",    "hard_reboot",
+    "suspend",         "resume",     "migrate_send",
+    "migrate_receive", "plug_disk",  "unplug_disk",
+    "plug_nic",        "unplug_nic", "set_memory_target",
 };
 
 #define MAX_FAULTS 32
@@ -57,16 +58,16 @@ struct sim_domain {
     char uuid[37];
     int64_t domid;
     enum xa_hv_state state;
-    int64_t memory;        /* bytes the domain holds */
+    int64_t memory; /* bytes the domain holds */
     int64_t vcpus;
     unsigned n_nics;
     bool hvm;
-    double start_time;     /* wall clock, for VM_metrics */
-    double started_mono;   /* monotonic, for the agent delay */
+    double start_time;   /* wall clock, for VM_metrics */
+    double started_mono; /* monotonic, for the agent delay */
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static struct xa_hmap domains;      /* uuid -> struct sim_domain */
+static struct xa_hmap domains; /* uuid -> struct sim_domain */
 static int64_t next_domid = 1;
 static int64_t host_total;          /* bytes */
 static int64_t dom0_reserve;        /* bytes the control domain holds */
@@ -87,7 +88,8 @@ op_index(const char *name, size_t len)
         return OP_HARD_REBOOT;
     }
     for (int i = 0; i < OP__MAX; i++) {
-        if (strlen(op_names[i]) == len && strncmp(op_names[i], name, len) == 0) {
+        if (strlen(op_names[i]) == len &&
+            strncmp(op_names[i], name, len) == 0) {
             return i;
         }
     }
@@ -284,8 +286,8 @@ add_domain(const struct xa_hv_domain_config *cfg, enum xa_hv_state state,
     if (xa_hmap_get(&domains, cfg->uuid)) {
         return xa_error_internal("sim: VM %s already has a domain", cfg->uuid);
     }
-    int64_t mem = cfg->memory_target > 0 ? cfg->memory_target
-                                         : cfg->memory_static_max;
+    int64_t mem =
+        cfg->memory_target > 0 ? cfg->memory_target : cfg->memory_static_max;
     int64_t avail = host_total - dom0_reserve - used;
     if (mem > avail) {
         char need[32], have[32];
@@ -335,8 +337,7 @@ sim_create(const struct xa_hv_domain_config *cfg, int64_t *domid)
 /* Moves an existing domain between states; 'from' lists the states the
  * move is valid from (a bit per enum xa_hv_state). */
 static struct xa_error *
-set_state(enum sim_op op, const char *uuid, unsigned from,
-          enum xa_hv_state to)
+set_state(enum sim_op op, const char *uuid, unsigned from, enum xa_hv_state to)
 {
     struct xa_error *err = enter(op);
     if (err) {
@@ -359,8 +360,8 @@ set_state(enum sim_op op, const char *uuid, unsigned from,
 static struct xa_error *
 sim_unpause(const char *uuid)
 {
-    return set_state(OP_UNPAUSE, uuid,
-                     1u << XA_HV_PAUSED | 1u << XA_HV_RUNNING, XA_HV_RUNNING);
+    return set_state(OP_UNPAUSE, uuid, 1u << XA_HV_PAUSED | 1u << XA_HV_RUNNING,
+                     XA_HV_RUNNING);
 }
 
 static struct xa_error *
@@ -532,8 +533,7 @@ sim_list(struct xa_hv_domain_info **out, size_t *n)
     size_t count = xa_hmap_count(&domains);
     struct xa_hv_domain_info *a = xa_calloc(count ? count : 1, sizeof *a);
     size_t i = 0;
-    XA_HMAP_FOR_EACH(s, &domains)
-    {
+    XA_HMAP_FOR_EACH (s, &domains) {
         fill_info(s->val, &a[i++]);
     }
     pthread_mutex_unlock(&lock);
@@ -576,9 +576,9 @@ sim_guest_info(const char *uuid, struct xa_hv_guest_info *out)
     }
     int64_t domid = d->domid;
     unsigned n_nics = d->n_nics;
-    bool ready = d->state == XA_HV_RUNNING &&
-                 (xa_monotonic() - d->started_mono) * 1000.0 >=
-                     (double)agent_delay_ms;
+    bool ready =
+        d->state == XA_HV_RUNNING &&
+        (xa_monotonic() - d->started_mono) * 1000.0 >= (double)agent_delay_ms;
     pthread_mutex_unlock(&lock);
     if (!ready) {
         return NULL; /* the agent has not started yet */
@@ -594,10 +594,20 @@ sim_guest_info(const char *uuid, struct xa_hv_guest_info *out)
         "major", "9", "minor", "0", "micro", "0", "build", "1",
     };
     static const char *const other[] = {
-        "feature-shutdown", "1", "feature-poweroff", "1",
-        "feature-reboot",   "1", "feature-suspend",  "1",
-        "feature-vcpu-hotplug", "1", "has-vendor-device", "0",
-        "platform-feature-multiprocessor-suspend", "1",
+        "feature-shutdown",
+        "1",
+        "feature-poweroff",
+        "1",
+        "feature-reboot",
+        "1",
+        "feature-suspend",
+        "1",
+        "feature-vcpu-hotplug",
+        "1",
+        "has-vendor-device",
+        "0",
+        "platform-feature-multiprocessor-suspend",
+        "1",
     };
     out->present = true;
     out->os_version = kv(XA_ARRAY_SIZE(os) / 2, os);

@@ -74,8 +74,8 @@ sr_info_read(struct xa_txn *t, const char *sr, struct sr_info *s)
     s->type = xa_strdup(xa_api_str(t, &xa_cls_SR, sr, XA_F(xa_cls_SR, "type")));
     struct pbd_find f = {t, sr, NULL, false};
     xa_db_foreach(t, &xa_cls_PBD, find_pbd, &f);
-    s->path = f.path ? f.path
-                     : xa_asprintf("%s/sr/%s", xa_self_state_dir(), s->uuid);
+    s->path =
+        f.path ? f.path : xa_asprintf("%s/sr/%s", xa_self_state_dir(), s->uuid);
     s->ctx.uuid = s->uuid;
     s->ctx.type = s->type;
     s->ctx.path = s->path;
@@ -97,8 +97,8 @@ first_local_sr(const char *ref, void *ctx)
 {
     struct first_sr *f = ctx;
     const char *sr = xa_api_str(f->t, &xa_cls_PBD, ref, XA_F(xa_cls_PBD, "SR"));
-    const char *ct = xa_api_str(f->t, &xa_cls_SR, sr,
-                                XA_F(xa_cls_SR, "content_type"));
+    const char *ct =
+        xa_api_str(f->t, &xa_cls_SR, sr, XA_F(xa_cls_SR, "content_type"));
     if (strcmp(xa_api_str(f->t, &xa_cls_PBD, ref, XA_F(xa_cls_PBD, "host")),
                xa_self_host()) == 0 &&
         strcmp(ct, "iso") != 0 && xa_db_exists(f->t, &xa_cls_SR, sr)) {
@@ -112,8 +112,9 @@ static char *
 the_pool(struct xa_txn *t)
 {
     struct xa_value *pools = xa_db_get_all(t, &xa_cls_pool);
-    char *p = pools && pools->u.arr.n ? xa_strdup(pools->u.arr.items[0]->u.str.s)
-                                      : NULL;
+    char *p = pools && pools->u.arr.n
+                  ? xa_strdup(pools->u.arr.items[0]->u.str.s)
+                  : NULL;
     xa_value_unref(pools);
     return p;
 }
@@ -123,8 +124,8 @@ xa_sr_default(struct xa_txn *t)
 {
     char *pool = the_pool(t);
     if (pool) {
-        const char *sr = xa_api_str(t, &xa_cls_pool, pool,
-                                    XA_F(xa_cls_pool, "default_SR"));
+        const char *sr =
+            xa_api_str(t, &xa_cls_pool, pool, XA_F(xa_cls_pool, "default_SR"));
         if (xa_db_exists(t, &xa_cls_SR, sr)) {
             char *r = xa_strdup(sr);
             free(pool);
@@ -167,9 +168,9 @@ sr_sizes(struct xa_txn *t, const char *sr, const struct xa_sr_stat *st)
         }
     }
     if (!err) {
-        err = xa_api_set(t, &xa_cls_SR, sr,
-                         XA_F(xa_cls_SR, "virtual_allocation"),
-                         xa_int(virtual_allocation(t, sr)));
+        err =
+            xa_api_set(t, &xa_cls_SR, sr, XA_F(xa_cls_SR, "virtual_allocation"),
+                       xa_int(virtual_allocation(t, sr)));
     }
     return err;
 }
@@ -194,11 +195,10 @@ check_space(const struct xa_sr_stat *st, int64_t size)
 static struct xa_value *
 vdi_allowed_ops(bool in_use)
 {
-    static const char *const idle[] = {"clone", "copy", "resize", "snapshot",
-                                       "destroy", "forget", "update",
-                                       "generate_config", "set_on_boot",
-                                       NULL};
-    static const char *const busy[] = {"clone", "copy", "snapshot",
+    static const char *const idle[] = {
+        "clone",  "copy",   "resize",          "snapshot",    "destroy",
+        "forget", "update", "generate_config", "set_on_boot", NULL};
+    static const char *const busy[] = {"clone",           "copy",   "snapshot",
                                        "generate_config", "update", NULL};
     struct xa_value *a = xa_array();
     for (const char *const *p = in_use ? busy : idle; *p; p++) {
@@ -302,9 +302,9 @@ vdi_create(struct xa_call *call, struct xa_value *const *args,
 {
     XA_UNUSED(call);
     const struct xa_value *rec = args[0];
-    static const char *const required[] = {"SR", "virtual_size", "type",
-                                           "sharable", "read_only",
-                                           "other_config", NULL};
+    static const char *const required[] = {
+        "SR",        "virtual_size", "type", "sharable",
+        "read_only", "other_config", NULL};
     for (const char *const *r = required; *r; r++) {
         if (!xa_struct_get(rec, *r)) {
             return xa_error_internal("Field %s is required by VDI.create", *r);
@@ -319,9 +319,11 @@ vdi_create(struct xa_call *call, struct xa_value *const *args,
         return e;
     }
     struct xa_value *f = xa_struct();
-    static const char *const copied[] = {
-        "name_label", "name_description", "type", "sharable", "read_only",
-        "other_config", "xenstore_data", "sm_config", "tags", NULL};
+    static const char *const copied[] = {"name_label",    "name_description",
+                                         "type",          "sharable",
+                                         "read_only",     "other_config",
+                                         "xenstore_data", "sm_config",
+                                         "tags",          NULL};
     for (const char *const *c = copied; *c; c++) {
         struct xa_value *v = xa_struct_get(rec, *c);
         if (v) {
@@ -369,8 +371,8 @@ forget_vdi(struct xa_txn *t, const char *vdi)
     }
     xa_value_unref(vbds);
     if (!err) {
-        char *sr = xa_strdup(
-            xa_api_str(t, &xa_cls_VDI, vdi, XA_F(xa_cls_VDI, "SR")));
+        char *sr =
+            xa_strdup(xa_api_str(t, &xa_cls_VDI, vdi, XA_F(xa_cls_VDI, "SR")));
         err = xa_db_destroy(t, &xa_cls_VDI, vdi);
         if (!err && xa_db_exists(t, &xa_cls_SR, sr)) {
             err = sr_sizes(t, sr, NULL);
@@ -411,9 +413,8 @@ xa_vdi_remove(const char *vdi)
     err = xa_sr_vdi_destroy(&s.ctx, loc);
     if (!err) {
         t = xa_db_begin_write();
-        err = xa_api_finish(t, xa_db_exists(t, &xa_cls_VDI, vdi)
-                                   ? forget_vdi(t, vdi)
-                                   : NULL);
+        err = xa_api_finish(
+            t, xa_db_exists(t, &xa_cls_VDI, vdi) ? forget_vdi(t, vdi) : NULL);
     }
     free(loc);
     sr_info_free(&s);
@@ -439,8 +440,7 @@ vdi_destroy(struct xa_call *call, struct xa_value *const *args,
 }
 
 struct xa_error *
-xa_vdi_attach_path(const char *vdi, bool read_only, char **path,
-                   char **format)
+xa_vdi_attach_path(const char *vdi, bool read_only, char **path, char **format)
 {
     struct xa_txn *t = xa_db_begin_read();
     struct sr_info s;
@@ -467,21 +467,28 @@ xa_vdi_duplicate(const char *vdi, const char *dest_sr, bool snapshot,
     struct xa_error *err = vdi_locate(t, vdi, &src, &loc);
     const char *src_sr =
         xa_api_str(t, &xa_cls_VDI, vdi, XA_F(xa_cls_VDI, "SR"));
-    char *target = xa_strdup(dest_sr && strcmp(dest_sr, NULL_REF) != 0
-                                 ? dest_sr
-                                 : src_sr);
+    char *target =
+        xa_strdup(dest_sr && strcmp(dest_sr, NULL_REF) != 0 ? dest_sr : src_sr);
     bool same = strcmp(target, src_sr) == 0;
     if (!err && !same) {
         err = sr_info_read(t, target, &dst);
     }
     /* The new disk looks like the old one: names, type, configuration. */
     struct xa_value *f = xa_struct();
-    static const char *const copied[] = {
-        "name_label", "name_description", "type", "sharable", "read_only",
-        "other_config", "xenstore_data", "sm_config", "tags", "on_boot", NULL};
+    static const char *const copied[] = {"name_label",
+                                         "name_description",
+                                         "type",
+                                         "sharable",
+                                         "read_only",
+                                         "other_config",
+                                         "xenstore_data",
+                                         "sm_config",
+                                         "tags",
+                                         "on_boot",
+                                         NULL};
     for (const char *const *c = copied; *c && !err; c++) {
-        struct xa_value *v = xa_db_get_field(t, &xa_cls_VDI, vdi,
-                                             xa_api_field(&xa_cls_VDI, *c));
+        struct xa_value *v =
+            xa_db_get_field(t, &xa_cls_VDI, vdi, xa_api_field(&xa_cls_VDI, *c));
         if (v) {
             xa_struct_set(f, *c, v);
         }
@@ -545,7 +552,8 @@ xa_impl_VDI_clone(struct xa_call *call, const char *vdi,
     XA_UNUSED(call);
     XA_UNUSED(driver_params);
     char *ref = NULL;
-    struct xa_error *err = xa_vdi_duplicate(vdi, NULL, false, "VDI.clone", &ref);
+    struct xa_error *err =
+        xa_vdi_duplicate(vdi, NULL, false, "VDI.clone", &ref);
     if (!err) {
         *ret = xa_string_take(ref);
     }
@@ -599,9 +607,10 @@ xa_impl_VDI_resize(struct xa_call *call, const char *vdi, int64_t size)
     struct sr_info s;
     char *loc = NULL;
     struct xa_error *err = vdi_locate(t, vdi, &s, &loc);
-    int64_t cur = xa_api_int(t, &xa_cls_VDI, vdi,
-                             XA_F(xa_cls_VDI, "virtual_size"));
-    char *sr = xa_strdup(xa_api_str(t, &xa_cls_VDI, vdi, XA_F(xa_cls_VDI, "SR")));
+    int64_t cur =
+        xa_api_int(t, &xa_cls_VDI, vdi, XA_F(xa_cls_VDI, "virtual_size"));
+    char *sr =
+        xa_strdup(xa_api_str(t, &xa_cls_VDI, vdi, XA_F(xa_cls_VDI, "SR")));
     if (!err && vdi_in_use(t, vdi)) {
         err = xa_error_new("VDI_IN_USE", 2, vdi, "resize");
     }
@@ -692,8 +701,8 @@ attach_local_srs(void)
                 e = xa_api_finish(w, sr_sizes(w, a.srs[i], &st));
             }
             if (e) {
-                xa_log_warn("storage", "cannot attach SR %s: %s",
-                            infos[i].uuid, e->code);
+                xa_log_warn("storage", "cannot attach SR %s: %s", infos[i].uuid,
+                            e->code);
                 xa_error_free(e);
             }
         }
@@ -746,10 +755,20 @@ xa_sr_ensure_local(void)
     xa_struct_set(rec, "other_config", oc);
     xa_struct_set(rec, "sm_config", xa_struct());
     struct xa_value *ops = xa_array();
-    static const char *const sr_ops[] = {
-        "scan", "vdi_create", "vdi_destroy", "vdi_resize", "vdi_clone",
-        "vdi_snapshot", "update", "plug", "unplug", "pbd_create",
-        "pbd_destroy", "vdi_introduce", "vdi_set_on_boot", NULL};
+    static const char *const sr_ops[] = {"scan",
+                                         "vdi_create",
+                                         "vdi_destroy",
+                                         "vdi_resize",
+                                         "vdi_clone",
+                                         "vdi_snapshot",
+                                         "update",
+                                         "plug",
+                                         "unplug",
+                                         "pbd_create",
+                                         "pbd_destroy",
+                                         "vdi_introduce",
+                                         "vdi_set_on_boot",
+                                         NULL};
     for (const char *const *o = sr_ops; *o; o++) {
         xa_array_append(ops, xa_string(*o));
     }
@@ -771,9 +790,8 @@ xa_sr_ensure_local(void)
     }
     char *pool = err ? NULL : the_pool(t);
     if (!err && pool) {
-        static const char *const pool_fields[] = {"default_SR",
-                                                  "suspend_image_SR",
-                                                  "crash_dump_SR"};
+        static const char *const pool_fields[] = {
+            "default_SR", "suspend_image_SR", "crash_dump_SR"};
         for (size_t i = 0; i < XA_ARRAY_SIZE(pool_fields) && !err; i++) {
             err = xa_api_set(t, &xa_cls_pool, pool,
                              xa_api_field(&xa_cls_pool, pool_fields[i]),
@@ -785,8 +803,7 @@ xa_sr_ensure_local(void)
                          XA_F(xa_cls_host, "suspend_image_sr"), xa_string(sr));
         if (!err) {
             err = xa_api_set(t, &xa_cls_host, xa_self_host(),
-                             XA_F(xa_cls_host, "crash_dump_sr"),
-                             xa_string(sr));
+                             XA_F(xa_cls_host, "crash_dump_sr"), xa_string(sr));
         }
     }
     err = xa_api_finish(t, err);

@@ -14,7 +14,7 @@
 #include "log.h"
 #include "xa-impl.h"
 
-#define NULL_REF "OpaqueRef:NULL"
+#define NULL_REF        "OpaqueRef:NULL"
 #define MAX_VBD_DEVICES 16 /* userdevices 0..15, as xapi offers for HVM */
 
 /* "xvda" for device 0, ..., "xvdz", "xvdaa", ... */
@@ -158,10 +158,17 @@ vbd_create(struct xa_call *call, struct xa_value *const *args,
 {
     XA_UNUSED(call);
     const struct xa_value *in = args[0];
-    static const char *const required[] = {
-        "VM",    "VDI",          "userdevice",         "bootable",
-        "mode",  "type",         "empty",              "other_config",
-        "qos_algorithm_type", "qos_algorithm_params", NULL};
+    static const char *const required[] = {"VM",
+                                           "VDI",
+                                           "userdevice",
+                                           "bootable",
+                                           "mode",
+                                           "type",
+                                           "empty",
+                                           "other_config",
+                                           "qos_algorithm_type",
+                                           "qos_algorithm_params",
+                                           NULL};
     for (const char *const *r = required; *r; r++) {
         if (!xa_struct_get(in, *r)) {
             return xa_error_internal("Field %s is required by VBD.create", *r);
@@ -179,7 +186,8 @@ vbd_create(struct xa_call *call, struct xa_value *const *args,
         err = xa_error_handle_invalid("VM", vm);
     } else if (!empty && !xa_db_exists(t, &xa_cls_VDI, vdi)) {
         err = xa_error_handle_invalid("VDI", vdi);
-    } else if (empty && strcmp(type, "CD") != 0 && strcmp(type, "Floppy") != 0) {
+    } else if (empty && strcmp(type, "CD") != 0 &&
+               strcmp(type, "Floppy") != 0) {
         err = xa_error_new("VBD_NOT_REMOVABLE_MEDIA", 1, NULL_REF);
     } else if (strcmp(userdevice, "autodetect") == 0) {
         char buf[16];
@@ -281,11 +289,12 @@ plug_check(struct xa_txn *t, const char *vbd, bool attach, char **vm_uuid,
     if (!attach && !attached) {
         return xa_error_new("DEVICE_ALREADY_DETACHED", 1, vbd);
     }
-    if (!attach && !xa_api_bool(t, &xa_cls_VBD, vbd,
-                                XA_F(xa_cls_VBD, "unpluggable"))) {
+    if (!attach &&
+        !xa_api_bool(t, &xa_cls_VBD, vbd, XA_F(xa_cls_VBD, "unpluggable"))) {
         return xa_error_new("VBD_NOT_UNPLUGGABLE", 1, vbd);
     }
-    *vm_uuid = xa_strdup(xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "uuid")));
+    *vm_uuid =
+        xa_strdup(xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "uuid")));
     *userdevice = xa_strdup(
         xa_api_str(t, &xa_cls_VBD, vbd, XA_F(xa_cls_VBD, "userdevice")));
     const char *v = xa_api_str(t, &xa_cls_VBD, vbd, XA_F(xa_cls_VBD, "VDI"));
@@ -319,9 +328,9 @@ vbd_plug_unplug(struct xa_call *call, const char *vbd, bool attach)
     }
     if (!err) {
         t = xa_db_begin_write();
-        err = xa_api_set(t, &xa_cls_VBD, vbd,
-                         XA_F(xa_cls_VBD, "currently_attached"),
-                         xa_bool(attach));
+        err =
+            xa_api_set(t, &xa_cls_VBD, vbd,
+                       XA_F(xa_cls_VBD, "currently_attached"), xa_bool(attach));
         if (!err && attach) {
             err = xa_api_set(t, &xa_cls_VBD, vbd, XA_F(xa_cls_VBD, "device"),
                              xa_string_take(device_name(dev)));
@@ -365,7 +374,8 @@ media_change(const char *vbd, const char *vdi)
 {
     struct xa_txn *t = xa_db_begin_write();
     struct xa_error *err = NULL;
-    const char *type = xa_api_str(t, &xa_cls_VBD, vbd, XA_F(xa_cls_VBD, "type"));
+    const char *type =
+        xa_api_str(t, &xa_cls_VBD, vbd, XA_F(xa_cls_VBD, "type"));
     bool empty = xa_api_bool(t, &xa_cls_VBD, vbd, XA_F(xa_cls_VBD, "empty"));
     if (strcmp(type, "CD") != 0 && strcmp(type, "Floppy") != 0) {
         err = xa_error_new("VBD_NOT_REMOVABLE_MEDIA", 1, vbd);

@@ -108,9 +108,15 @@ vif_create(struct xa_call *call, struct xa_value *const *args,
 {
     XA_UNUSED(call);
     const struct xa_value *in = args[0];
-    static const char *const required[] = {
-        "device", "network", "VM", "MAC", "MTU", "other_config",
-        "qos_algorithm_type", "qos_algorithm_params", NULL};
+    static const char *const required[] = {"device",
+                                           "network",
+                                           "VM",
+                                           "MAC",
+                                           "MTU",
+                                           "other_config",
+                                           "qos_algorithm_type",
+                                           "qos_algorithm_params",
+                                           NULL};
     for (const char *const *r = required; *r; r++) {
         if (!xa_struct_get(in, *r)) {
             return xa_error_internal("Field %s is required by VIF.create", *r);
@@ -134,9 +140,8 @@ vif_create(struct xa_call *call, struct xa_value *const *args,
     } else if (device_taken(t, vm, dev)) {
         err = xa_error_new("DEVICE_ALREADY_EXISTS", 1, dev);
     } else if (*mac == '\0') {
-        const char *seed = xa_api_map_get(t, &xa_cls_VM, vm,
-                                          XA_F(xa_cls_VM, "other_config"),
-                                          "mac_seed");
+        const char *seed = xa_api_map_get(
+            t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "other_config"), "mac_seed");
         char fresh[37];
         if (!seed) {
             xa_uuid_generate(fresh);
@@ -149,7 +154,8 @@ vif_create(struct xa_call *call, struct xa_value *const *args,
     } else {
         use_mac = xa_strdup(mac);
         for (char *p = use_mac; *p; p++) {
-            *p = *p == '-' ? ':' : (char)(*p >= 'A' && *p <= 'F' ? *p | 0x20 : *p);
+            *p = *p == '-' ? ':'
+                           : (char)(*p >= 'A' && *p <= 'F' ? *p | 0x20 : *p);
         }
     }
     char *ref = NULL;
@@ -234,10 +240,14 @@ vif_plug_unplug(struct xa_call *call, const char *vif, bool attach)
     } else if (!attach && !attached) {
         err = xa_error_new("DEVICE_ALREADY_DETACHED", 1, vif);
     }
-    char *uuid = xa_strdup(xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "uuid")));
-    char *dev = xa_strdup(xa_api_str(t, &xa_cls_VIF, vif, XA_F(xa_cls_VIF, "device")));
-    char *mac = xa_strdup(xa_api_str(t, &xa_cls_VIF, vif, XA_F(xa_cls_VIF, "MAC")));
-    const char *net = xa_api_str(t, &xa_cls_VIF, vif, XA_F(xa_cls_VIF, "network"));
+    char *uuid =
+        xa_strdup(xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "uuid")));
+    char *dev =
+        xa_strdup(xa_api_str(t, &xa_cls_VIF, vif, XA_F(xa_cls_VIF, "device")));
+    char *mac =
+        xa_strdup(xa_api_str(t, &xa_cls_VIF, vif, XA_F(xa_cls_VIF, "MAC")));
+    const char *net =
+        xa_api_str(t, &xa_cls_VIF, vif, XA_F(xa_cls_VIF, "network"));
     char *bridge = xa_strdup(
         xa_api_str(t, &xa_cls_network, net, XA_F(xa_cls_network, "bridge")));
     int64_t mtu = xa_api_int(t, &xa_cls_VIF, vif, XA_F(xa_cls_VIF, "MTU"));
@@ -252,9 +262,9 @@ vif_plug_unplug(struct xa_call *call, const char *vif, bool attach)
     }
     if (!err) {
         t = xa_db_begin_write();
-        err = xa_api_set(t, &xa_cls_VIF, vif,
-                         XA_F(xa_cls_VIF, "currently_attached"),
-                         xa_bool(attach));
+        err =
+            xa_api_set(t, &xa_cls_VIF, vif,
+                       XA_F(xa_cls_VIF, "currently_attached"), xa_bool(attach));
         if (!err) {
             err = xa_vif_update_allowed(t, vif);
         }

@@ -23,8 +23,8 @@
 #include "error.h"
 #include "value.h"
 
-extern const struct xa_class_desc xa_cls_VM, xa_cls_VBD, xa_cls_VIF,
-    xa_cls_VDI, xa_cls_SR, xa_cls_PBD, xa_cls_console, xa_cls_VM_metrics,
+extern const struct xa_class_desc xa_cls_VM, xa_cls_VBD, xa_cls_VIF, xa_cls_VDI,
+    xa_cls_SR, xa_cls_PBD, xa_cls_console, xa_cls_VM_metrics,
     xa_cls_VM_guest_metrics, xa_cls_host, xa_cls_host_metrics, xa_cls_pool,
     xa_cls_network;
 
@@ -33,15 +33,15 @@ extern const struct xa_class_desc xa_cls_VM, xa_cls_VBD, xa_cls_VIF,
 int xa_api_field(const struct xa_class_desc *cls, const char *name);
 
 /* The same, looked up once per call site. */
-#define XA_F(cls, name)                                                        \
-    __extension__({                                                            \
-        static int xa_f_idx_ = -1;                                             \
-        int xa_f_i_ = __atomic_load_n(&xa_f_idx_, __ATOMIC_RELAXED);           \
-        if (xa_f_i_ < 0) {                                                     \
-            xa_f_i_ = xa_api_field(&(cls), (name));                            \
-            __atomic_store_n(&xa_f_idx_, xa_f_i_, __ATOMIC_RELAXED);           \
-        }                                                                      \
-        xa_f_i_;                                                               \
+#define XA_F(cls, name)                                              \
+    __extension__({                                                  \
+        static int xa_f_idx_ = -1;                                   \
+        int xa_f_i_ = __atomic_load_n(&xa_f_idx_, __ATOMIC_RELAXED); \
+        if (xa_f_i_ < 0) {                                           \
+            xa_f_i_ = xa_api_field(&(cls), (name));                  \
+            __atomic_store_n(&xa_f_idx_, xa_f_i_, __ATOMIC_RELAXED); \
+        }                                                            \
+        xa_f_i_;                                                     \
     })
 
 /* Borrowed reads of stored fields: "" / 0 / false when the row or value is
@@ -89,12 +89,10 @@ struct xa_error *xa_vm_update_allowed(struct xa_txn *t, const char *vm);
  * receives that ref (caller frees).  'extra' (may be NULL) runs inside the
  * same transaction after the checks, for operation-specific admission
  * (memory); an error from it aborts. */
-struct xa_error *xa_vm_op_begin(struct xa_call *call, const char *vm,
-                                const char *op,
-                                struct xa_error *(*extra)(struct xa_txn *t,
-                                                          const char *vm,
-                                                          void *ctx),
-                                void *ctx, char **task) XA_WARN_UNUSED;
+struct xa_error *xa_vm_op_begin(
+    struct xa_call *call, const char *vm, const char *op,
+    struct xa_error *(*extra)(struct xa_txn *t, const char *vm, void *ctx),
+    void *ctx, char **task) XA_WARN_UNUSED;
 /* Inside the outcome's write transaction: forgets the operation and
  * recomputes allowed_operations. */
 struct xa_error *xa_vm_op_finish(struct xa_txn *t, const char *vm,

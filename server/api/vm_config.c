@@ -15,7 +15,7 @@
 #include "self.h"
 #include "xa-impl.h"
 
-#define NULL_REF "OpaqueRef:NULL"
+#define NULL_REF        "OpaqueRef:NULL"
 #define MAX_VBD_DEVICES 16
 #define MAX_VIF_DEVICES 7
 
@@ -60,10 +60,14 @@ static struct mem
 mem_read(struct xa_txn *t, const char *vm)
 {
     struct mem m;
-    m.smin = xa_api_int(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "memory_static_min"));
-    m.dmin = xa_api_int(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "memory_dynamic_min"));
-    m.dmax = xa_api_int(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "memory_dynamic_max"));
-    m.smax = xa_api_int(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "memory_static_max"));
+    m.smin =
+        xa_api_int(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "memory_static_min"));
+    m.dmin =
+        xa_api_int(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "memory_dynamic_min"));
+    m.dmax =
+        xa_api_int(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "memory_dynamic_max"));
+    m.smax =
+        xa_api_int(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "memory_static_max"));
     return m;
 }
 
@@ -90,14 +94,14 @@ mem_write(struct xa_txn *t, const char *vm, const struct mem *m)
 
 /* Which fields a setter changes. */
 enum mem_change {
-    SET_LIMITS,        /* all four */
-    SET_STATIC_RANGE,  /* smin, smax */
+    SET_LIMITS,       /* all four */
+    SET_STATIC_RANGE, /* smin, smax */
     SET_STATIC_MIN,
     SET_STATIC_MAX,
     SET_DYNAMIC_RANGE, /* dmin, dmax */
     SET_DYNAMIC_MIN,
     SET_DYNAMIC_MAX,
-    SET_MEMORY,        /* smax = dmin = dmax = value */
+    SET_MEMORY, /* smax = dmin = dmax = value */
 };
 
 static struct xa_error *
@@ -236,15 +240,16 @@ change_vcpus(const char *vm, bool set_max, int64_t value)
     struct xa_txn *t = xa_db_begin_write();
     struct xa_error *err = xa_vm_check_op(t, vm, "changing_VCPUs", false);
     if (!err) {
-        int64_t max = xa_api_int(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "VCPUs_max"));
-        int64_t at = xa_api_int(t, &xa_cls_VM, vm,
-                                XA_F(xa_cls_VM, "VCPUs_at_startup"));
+        int64_t max =
+            xa_api_int(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "VCPUs_max"));
+        int64_t at =
+            xa_api_int(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "VCPUs_at_startup"));
         if (set_max) {
             err = value < 1 || value < at ? invalid_int("VCPUs_max", value)
                                           : NULL;
             if (!err) {
-                err = xa_api_set(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "VCPUs_max"),
-                                 xa_int(value));
+                err = xa_api_set(t, &xa_cls_VM, vm,
+                                 XA_F(xa_cls_VM, "VCPUs_max"), xa_int(value));
             }
         } else {
             err = xa_vm_check_vcpus(max, value);
@@ -282,7 +287,8 @@ xa_impl_VM_set_VCPUs_number_live(struct xa_call *call, const char *self,
 {
     XA_UNUSED(call);
     struct xa_txn *t = xa_db_begin_write();
-    struct xa_error *err = xa_vm_check_op(t, self, "changing_VCPUs_live", false);
+    struct xa_error *err =
+        xa_vm_check_op(t, self, "changing_VCPUs_live", false);
     if (!err) {
         int64_t max =
             xa_api_int(t, &xa_cls_VM, self, XA_F(xa_cls_VM, "VCPUs_max"));
@@ -292,12 +298,13 @@ xa_impl_VM_set_VCPUs_number_live(struct xa_call *call, const char *self,
         err = xa_api_set(t, &xa_cls_VM, self,
                          XA_F(xa_cls_VM, "VCPUs_at_startup"), xa_int(nvcpu));
     }
-    const char *m = err ? "" : xa_api_str(t, &xa_cls_VM, self,
-                                          XA_F(xa_cls_VM, "metrics"));
+    const char *m =
+        err ? "" : xa_api_str(t, &xa_cls_VM, self, XA_F(xa_cls_VM, "metrics"));
     if (!err && xa_db_exists(t, &xa_cls_VM_metrics, m)) {
         char *mref = xa_strdup(m);
-        err = xa_api_set(t, &xa_cls_VM_metrics, mref,
-                         XA_F(xa_cls_VM_metrics, "VCPUs_number"), xa_int(nvcpu));
+        err =
+            xa_api_set(t, &xa_cls_VM_metrics, mref,
+                       XA_F(xa_cls_VM_metrics, "VCPUs_number"), xa_int(nvcpu));
         free(mref);
     }
     return xa_api_finish(t, err);
@@ -309,8 +316,8 @@ free_devices(const char *vm, const struct xa_class_desc *cls,
              const char *set_field, int dev_field, int max)
 {
     struct xa_txn *t = xa_db_begin_read();
-    struct xa_value *used = xa_db_get_field(t, &xa_cls_VM, vm,
-                                            xa_api_field(&xa_cls_VM, set_field));
+    struct xa_value *used =
+        xa_db_get_field(t, &xa_cls_VM, vm, xa_api_field(&xa_cls_VM, set_field));
     struct xa_value *out = xa_array();
     for (int i = 0; i < max; i++) {
         char d[16];
@@ -386,11 +393,13 @@ can_boot_here(struct xa_txn *t, const char *vm, const char *host)
     struct xa_error *err = NULL;
     for (size_t i = 0; vbds && i < vbds->u.arr.n && !err; i++) {
         const char *b = vbds->u.arr.items[i]->u.str.s;
-        const char *vdi = xa_api_str(t, &xa_cls_VBD, b, XA_F(xa_cls_VBD, "VDI"));
+        const char *vdi =
+            xa_api_str(t, &xa_cls_VBD, b, XA_F(xa_cls_VBD, "VDI"));
         if (!xa_db_exists(t, &xa_cls_VDI, vdi)) {
             continue;
         }
-        const char *sr = xa_api_str(t, &xa_cls_VDI, vdi, XA_F(xa_cls_VDI, "SR"));
+        const char *sr =
+            xa_api_str(t, &xa_cls_VDI, vdi, XA_F(xa_cls_VDI, "SR"));
         if (!sr_on_host(t, sr, host)) {
             err = xa_error_new("VM_REQUIRES_SR", 2, vm, sr);
         }
@@ -399,14 +408,16 @@ can_boot_here(struct xa_txn *t, const char *vm, const char *host)
     if (err) {
         return err;
     }
-    const char *hm = xa_api_str(t, &xa_cls_host, host, XA_F(xa_cls_host, "metrics"));
+    const char *hm =
+        xa_api_str(t, &xa_cls_host, host, XA_F(xa_cls_host, "metrics"));
     int64_t avail = xa_api_int(t, &xa_cls_host_metrics, hm,
                                XA_F(xa_cls_host_metrics, "memory_free"));
     int64_t needed =
         xa_api_int(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "memory_dynamic_max")) +
         xa_api_int(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "memory_overhead"));
-    bool live = strcmp(xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "resident_on")),
-                       host) == 0;
+    bool live =
+        strcmp(xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "resident_on")),
+               host) == 0;
     if (!live && needed > avail) {
         char n[32], a[32];
         snprintf(n, sizeof n, "%" PRId64, needed);
@@ -436,7 +447,8 @@ xa_impl_VM_get_possible_hosts(struct xa_call *call, const char *vm,
     struct xa_value *hosts = xa_db_get_all(t, &xa_cls_host);
     struct xa_value *out = xa_array();
     for (size_t i = 0; hosts && i < hosts->u.arr.n; i++) {
-        struct xa_error *e = can_boot_here(t, vm, hosts->u.arr.items[i]->u.str.s);
+        struct xa_error *e =
+            can_boot_here(t, vm, hosts->u.arr.items[i]->u.str.s);
         if (e) {
             xa_error_free(e);
         } else {

@@ -24,13 +24,29 @@
 static bool
 fresh_field(const char *name)
 {
-    static const char *const skip[] = {
-        "uuid", "allowed_operations", "current_operations", "power_state",
-        "resident_on", "scheduled_to_be_resident_on", "domid", "metrics",
-        "guest_metrics", "is_control_domain", "suspend_VDI", "is_a_snapshot",
-        "snapshot_of", "snapshot_time", "parent", "is_default_template",
-        "transportable_snapshot_id", "snapshot_info", "snapshot_metadata",
-        "blobs", "requires_reboot", "domarch", NULL};
+    static const char *const skip[] = {"uuid",
+                                       "allowed_operations",
+                                       "current_operations",
+                                       "power_state",
+                                       "resident_on",
+                                       "scheduled_to_be_resident_on",
+                                       "domid",
+                                       "metrics",
+                                       "guest_metrics",
+                                       "is_control_domain",
+                                       "suspend_VDI",
+                                       "is_a_snapshot",
+                                       "snapshot_of",
+                                       "snapshot_time",
+                                       "parent",
+                                       "is_default_template",
+                                       "transportable_snapshot_id",
+                                       "snapshot_info",
+                                       "snapshot_metadata",
+                                       "blobs",
+                                       "requires_reboot",
+                                       "domarch",
+                                       NULL};
     for (const char *const *s = skip; *s; s++) {
         if (strcmp(*s, name) == 0) {
             return true;
@@ -93,11 +109,11 @@ vm_create(struct xa_call *call, struct xa_value *const *args,
             xa_struct_add(rec, f->name, xa_value_ref(v));
         }
     }
-    struct xa_error *err = xa_vm_check_memory(
-        xa_struct_get(rec, "memory_static_min")->u.i,
-        xa_struct_get(rec, "memory_dynamic_min")->u.i,
-        xa_struct_get(rec, "memory_dynamic_max")->u.i,
-        xa_struct_get(rec, "memory_static_max")->u.i);
+    struct xa_error *err =
+        xa_vm_check_memory(xa_struct_get(rec, "memory_static_min")->u.i,
+                           xa_struct_get(rec, "memory_dynamic_min")->u.i,
+                           xa_struct_get(rec, "memory_dynamic_max")->u.i,
+                           xa_struct_get(rec, "memory_static_max")->u.i);
     if (!err) {
         err = xa_vm_check_vcpus(xa_struct_get(rec, "VCPUs_max")->u.i,
                                 xa_struct_get(rec, "VCPUs_at_startup")->u.i);
@@ -124,8 +140,8 @@ static struct xa_error *
 destroy_related(struct xa_txn *t, const char *vm, const char *set_field,
                 const struct xa_class_desc *cls)
 {
-    struct xa_value *refs = xa_db_get_field(t, &xa_cls_VM, vm,
-                                            xa_api_field(&xa_cls_VM, set_field));
+    struct xa_value *refs =
+        xa_db_get_field(t, &xa_cls_VM, vm, xa_api_field(&xa_cls_VM, set_field));
     struct xa_error *err = NULL;
     for (size_t i = 0; refs && i < refs->u.arr.n && !err; i++) {
         err = xa_db_destroy(t, cls, refs->u.arr.items[i]->u.str.s);
@@ -138,7 +154,8 @@ static struct xa_error *
 destroy_row_of(struct xa_txn *t, const char *vm, const char *field,
                const struct xa_class_desc *cls)
 {
-    const char *r = xa_api_str(t, &xa_cls_VM, vm, xa_api_field(&xa_cls_VM, field));
+    const char *r =
+        xa_api_str(t, &xa_cls_VM, vm, xa_api_field(&xa_cls_VM, field));
     if (!xa_db_exists(t, cls, r)) {
         return NULL;
     }
@@ -246,9 +263,11 @@ plan_read(struct xa_txn *t, const char *vm, struct dup_plan *p)
         const char *b = vbds->u.arr.items[i]->u.str.s;
         struct dup_device *d = &p->devs[p->n_devs++];
         d->old_vbd = xa_strdup(b);
-        const char *vdi = xa_api_str(t, &xa_cls_VBD, b, XA_F(xa_cls_VBD, "VDI"));
-        d->is_cd = strcmp(xa_api_str(t, &xa_cls_VBD, b, XA_F(xa_cls_VBD, "type")),
-                          "Disk") != 0;
+        const char *vdi =
+            xa_api_str(t, &xa_cls_VBD, b, XA_F(xa_cls_VBD, "VDI"));
+        d->is_cd =
+            strcmp(xa_api_str(t, &xa_cls_VBD, b, XA_F(xa_cls_VBD, "type")),
+                   "Disk") != 0;
         if (xa_db_exists(t, &xa_cls_VDI, vdi) &&
             !xa_api_bool(t, &xa_cls_VBD, b, XA_F(xa_cls_VBD, "empty"))) {
             d->vdi = xa_strdup(vdi);
@@ -316,9 +335,15 @@ plan_commit(struct xa_txn *t, struct dup_plan *p, const char *new_ref)
         if (!xa_db_exists(t, &xa_cls_VBD, d->old_vbd)) {
             continue;
         }
-        static const char *const skip[] = {
-            "uuid", "VM", "VDI", "device", "currently_attached",
-            "allowed_operations", "current_operations", "metrics", NULL};
+        static const char *const skip[] = {"uuid",
+                                           "VM",
+                                           "VDI",
+                                           "device",
+                                           "currently_attached",
+                                           "allowed_operations",
+                                           "current_operations",
+                                           "metrics",
+                                           NULL};
         struct xa_value *rec = row_copy(t, &xa_cls_VBD, d->old_vbd, skip);
         xa_struct_set(rec, "VM", xa_string(new_ref));
         const char *vdi = d->new_vdi ? d->new_vdi : d->vdi;
@@ -339,18 +364,23 @@ plan_commit(struct xa_txn *t, struct dup_plan *p, const char *new_ref)
     }
     for (size_t i = 0; !err && p->vifs && i < p->vifs->u.arr.n; i++) {
         const char *v = p->vifs->u.arr.items[i]->u.str.s;
-        static const char *const skip[] = {
-            "uuid", "VM", "currently_attached", "allowed_operations",
-            "current_operations", "metrics", NULL};
+        static const char *const skip[] = {"uuid",
+                                           "VM",
+                                           "currently_attached",
+                                           "allowed_operations",
+                                           "current_operations",
+                                           "metrics",
+                                           NULL};
         struct xa_value *rec = row_copy(t, &xa_cls_VIF, v, skip);
         xa_struct_set(rec, "VM", xa_string(new_ref));
         xa_struct_set(rec, "currently_attached", xa_bool(false));
-        if (xa_api_bool(t, &xa_cls_VIF, v, XA_F(xa_cls_VIF, "MAC_autogenerated"))) {
-            xa_struct_set(rec, "MAC",
-                          xa_string_take(xa_vif_mac_from_seed(
-                              seed ? seed : "",
-                              xa_api_str(t, &xa_cls_VIF, v,
-                                         XA_F(xa_cls_VIF, "device")))));
+        if (xa_api_bool(t, &xa_cls_VIF, v,
+                        XA_F(xa_cls_VIF, "MAC_autogenerated"))) {
+            xa_struct_set(
+                rec, "MAC",
+                xa_string_take(xa_vif_mac_from_seed(
+                    seed ? seed : "", xa_api_str(t, &xa_cls_VIF, v,
+                                                 XA_F(xa_cls_VIF, "device")))));
         }
         char *ref = xa_ref_new();
         err = xa_db_create(t, &xa_cls_VIF, ref, rec);
@@ -385,8 +415,8 @@ duplicate(struct xa_call *call, const char *vm, const char *new_name,
     bool has_suspend = xa_db_exists(t, &xa_cls_VDI, old_suspend);
     char *old_parent =
         xa_strdup(xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "parent")));
-    int64_t mem = xa_api_int(t, &xa_cls_VM, vm,
-                             XA_F(xa_cls_VM, "memory_static_max"));
+    int64_t mem =
+        xa_api_int(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "memory_static_max"));
     char *sr = xa_sr_default(t);
     xa_db_end(t);
 
@@ -474,9 +504,8 @@ struct xa_error *
 xa_impl_VM_copy(struct xa_call *call, const char *vm, const char *new_name,
                 const char *sr, struct xa_value **ret)
 {
-    return duplicate(call, vm, new_name,
-                     strcmp(sr, NULL_REF) == 0 ? NULL : sr, DUP_COPY, "copy",
-                     ret);
+    return duplicate(call, vm, new_name, strcmp(sr, NULL_REF) == 0 ? NULL : sr,
+                     DUP_COPY, "copy", ret);
 }
 
 struct xa_error *
@@ -514,7 +543,8 @@ own_disks(struct xa_txn *t, const char *vm)
         xa_db_get_field(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "VBDs"));
     for (size_t i = 0; vbds && i < vbds->u.arr.n; i++) {
         const char *b = vbds->u.arr.items[i]->u.str.s;
-        const char *vdi = xa_api_str(t, &xa_cls_VBD, b, XA_F(xa_cls_VBD, "VDI"));
+        const char *vdi =
+            xa_api_str(t, &xa_cls_VBD, b, XA_F(xa_cls_VBD, "VDI"));
         if (strcmp(xa_api_str(t, &xa_cls_VBD, b, XA_F(xa_cls_VBD, "type")),
                    "Disk") == 0 &&
             xa_db_exists(t, &xa_cls_VDI, vdi)) {
@@ -545,7 +575,8 @@ xa_impl_VM_revert(struct xa_call *call, const char *snapshot)
     }
     /* A live VM is stopped first: its disks are about to be replaced. */
     t = xa_db_begin_read();
-    const char *ps = xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "power_state"));
+    const char *ps =
+        xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "power_state"));
     bool stop = strcmp(ps, "Halted") != 0;
     xa_db_end(t);
     if (stop) {
@@ -574,8 +605,8 @@ xa_impl_VM_revert(struct xa_call *call, const char *snapshot)
     char *image = xa_strdup(
         xa_api_str(t, &xa_cls_VM, snapshot, XA_F(xa_cls_VM, "suspend_VDI")));
     bool has_image = xa_db_exists(t, &xa_cls_VDI, image);
-    char *name = xa_strdup(
-        xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "name_label")));
+    char *name =
+        xa_strdup(xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "name_label")));
     xa_db_end(t);
     err = plan_copy_disks(&p, NULL, false, call->msg->wire);
     char *new_image = NULL;
@@ -591,8 +622,8 @@ xa_impl_VM_revert(struct xa_call *call, const char *snapshot)
             err = destroy_related(t, vm, "VIFs", &xa_cls_VIF);
         }
         static const char *const keep[] = {
-            "name_label", "is_a_template", "is_a_snapshot", "snapshot_of",
-            "snapshot_time", "parent", "other_config", NULL};
+            "name_label",    "is_a_template", "is_a_snapshot", "snapshot_of",
+            "snapshot_time", "parent",        "other_config",  NULL};
         for (size_t i = 0; !err && i < p.rec->u.st.n; i++) {
             const char *k = p.rec->u.st.m[i].key;
             bool kept = false;
@@ -613,9 +644,15 @@ xa_impl_VM_revert(struct xa_call *call, const char *snapshot)
          * VM id would change refs; create them directly instead. */
         for (size_t i = 0; !err && i < p.n_devs; i++) {
             struct dup_device *d = &p.devs[i];
-            static const char *const skip[] = {
-                "uuid", "VM", "VDI", "device", "currently_attached",
-                "allowed_operations", "current_operations", "metrics", NULL};
+            static const char *const skip[] = {"uuid",
+                                               "VM",
+                                               "VDI",
+                                               "device",
+                                               "currently_attached",
+                                               "allowed_operations",
+                                               "current_operations",
+                                               "metrics",
+                                               NULL};
             struct xa_value *rec = row_copy(t, &xa_cls_VBD, d->old_vbd, skip);
             const char *vdi = d->new_vdi ? d->new_vdi : d->vdi;
             xa_struct_set(rec, "VM", xa_string(vm));
@@ -627,9 +664,13 @@ xa_impl_VM_revert(struct xa_call *call, const char *snapshot)
             free(ref);
         }
         for (size_t i = 0; !err && p.vifs && i < p.vifs->u.arr.n; i++) {
-            static const char *const skip[] = {
-                "uuid", "VM", "currently_attached", "allowed_operations",
-                "current_operations", "metrics", NULL};
+            static const char *const skip[] = {"uuid",
+                                               "VM",
+                                               "currently_attached",
+                                               "allowed_operations",
+                                               "current_operations",
+                                               "metrics",
+                                               NULL};
             struct xa_value *rec =
                 row_copy(t, &xa_cls_VIF, p.vifs->u.arr.items[i]->u.str.s, skip);
             xa_struct_set(rec, "VM", xa_string(vm));
@@ -764,8 +805,8 @@ xa_impl_VM_provision(struct xa_call *call, const char *vm)
     const char *xml = xa_api_map_get(t, &xa_cls_VM, vm,
                                      XA_F(xa_cls_VM, "other_config"), "disks");
     int n = xml ? parse_disks(xml, specs, MAX_PROVISION_DISKS) : 0;
-    char *name = xa_strdup(
-        xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "name_label")));
+    char *name =
+        xa_strdup(xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "name_label")));
     if (n < 0) {
         err = xa_error_new("INVALID_VALUE", 2, "other_config:disks", xml);
     }
@@ -810,13 +851,13 @@ xa_impl_VM_provision(struct xa_call *call, const char *vm)
         /* The disks now exist: the VM is an installed VM, no longer a
          * template to provision from. */
         if (!err) {
-            err = xa_api_map_set(t, &xa_cls_VM, vm,
-                                 XA_F(xa_cls_VM, "other_config"), "disks",
-                                 NULL);
+            err =
+                xa_api_map_set(t, &xa_cls_VM, vm,
+                               XA_F(xa_cls_VM, "other_config"), "disks", NULL);
         }
         if (!err) {
-            err = xa_api_set(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "is_a_template"),
-                             xa_bool(false));
+            err = xa_api_set(t, &xa_cls_VM, vm,
+                             XA_F(xa_cls_VM, "is_a_template"), xa_bool(false));
         }
         if (!err) {
             err = xa_api_set(t, &xa_cls_VM, vm,

@@ -135,8 +135,8 @@ allowed_states(struct xa_txn *t, const char *vm, const char *op, char out[8])
             break;
         }
     }
-    bool ctrl = xa_api_bool(t, &xa_cls_VM, vm,
-                            XA_F(xa_cls_VM, "is_control_domain"));
+    bool ctrl =
+        xa_api_bool(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "is_control_domain"));
     if (ctrl && (strcmp(op, "changing_VCPUs") == 0 ||
                  strcmp(op, "changing_static_range") == 0 ||
                  strcmp(op, "changing_memory_limits") == 0)) {
@@ -164,8 +164,7 @@ in_list(const char *op, const char *const *list)
 static bool
 allowed_concurrently(const char *op, const struct xa_value *current)
 {
-    static const char *const long_copies[] = {"clone", "copy", "export",
-                                              NULL};
+    static const char *const long_copies[] = {"clone", "copy", "export", NULL};
     static const char *const snapshots[] = {"snapshot", "checkpoint", NULL};
     static const char *const boot_record[] = {"get_boot_record", NULL};
     const char *const *families[] = {long_copies, snapshots, boot_record};
@@ -197,8 +196,8 @@ allowed_concurrently(const char *op, const struct xa_value *current)
     if (current->u.st.n == 1) {
         const char *c = xa_value_str(current->u.st.m[0].val);
         static const char *const after_migrate[] = {
-            "metadata_export", "clean_shutdown", "clean_reboot", "start",
-            "start_on", NULL};
+            "metadata_export", "clean_shutdown", "clean_reboot",
+            "start",           "start_on",       NULL};
         if (c && strcmp(c, "snapshot_with_quiesce") == 0 &&
             strcmp(op, "snapshot") == 0) {
             return true;
@@ -213,12 +212,12 @@ allowed_concurrently(const char *op, const struct xa_value *current)
 static bool
 is_default_template(struct xa_txn *t, const char *vm)
 {
-    if (xa_api_bool(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "is_default_template"))) {
+    if (xa_api_bool(t, &xa_cls_VM, vm,
+                    XA_F(xa_cls_VM, "is_default_template"))) {
         return true;
     }
-    const char *v = xa_api_map_get(t, &xa_cls_VM, vm,
-                                   XA_F(xa_cls_VM, "other_config"),
-                                   "default_template");
+    const char *v = xa_api_map_get(
+        t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "other_config"), "default_template");
     return v && (strcmp(v, "true") == 0 || strcmp(v, "1") == 0);
 }
 
@@ -237,9 +236,9 @@ guest_has(struct xa_txn *t, const char *vm, const char *feature)
                     XA_F(xa_cls_VM_guest_metrics, "PV_drivers_detected"))) {
         return true;
     }
-    const char *v = xa_api_map_get(t, &xa_cls_VM_guest_metrics, gm,
-                                   XA_F(xa_cls_VM_guest_metrics, "other"),
-                                   feature);
+    const char *v =
+        xa_api_map_get(t, &xa_cls_VM_guest_metrics, gm,
+                       XA_F(xa_cls_VM_guest_metrics, "other"), feature);
     return v && strcmp(v, "1") == 0;
 }
 
@@ -313,26 +312,34 @@ xa_vm_check_op(struct xa_txn *t, const char *vm, const char *op, bool strict)
                             cur->u.st.m[0].key);
     }
     /* 4. templates and snapshots */
-    bool tmpl = xa_api_bool(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "is_a_template"));
-    bool snap = xa_api_bool(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "is_a_snapshot"));
+    bool tmpl =
+        xa_api_bool(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "is_a_template"));
+    bool snap =
+        xa_api_bool(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "is_a_snapshot"));
     if (tmpl && !snap) {
-        static const char *const ok[] = {
-            "changing_dynamic_range", "changing_static_range",
-            "changing_memory_limits", "changing_shadow_memory",
-            "changing_VCPUs", "clone", "copy", "export", "metadata_export",
-            "provision", NULL};
-        bool allowed = in_list(op, ok) ||
-                       ((strcmp(op, "destroy") == 0 ||
-                         strcmp(op, "migrate_send") == 0) &&
-                        !is_default_template(t, vm));
+        static const char *const ok[] = {"changing_dynamic_range",
+                                         "changing_static_range",
+                                         "changing_memory_limits",
+                                         "changing_shadow_memory",
+                                         "changing_VCPUs",
+                                         "clone",
+                                         "copy",
+                                         "export",
+                                         "metadata_export",
+                                         "provision",
+                                         NULL};
+        bool allowed =
+            in_list(op, ok) ||
+            ((strcmp(op, "destroy") == 0 || strcmp(op, "migrate_send") == 0) &&
+             !is_default_template(t, vm));
         if (!allowed) {
             return xa_error_new("VM_IS_TEMPLATE", 2, vm, op);
         }
     }
     if (snap) {
-        static const char *const ok[] = {"revert", "clone", "copy", "export",
-                                         "destroy", "hard_shutdown",
-                                         "metadata_export", NULL};
+        static const char *const ok[] = {
+            "revert",        "clone",           "copy", "export", "destroy",
+            "hard_shutdown", "metadata_export", NULL};
         if (!in_list(op, ok)) {
             return xa_error_new("VM_IS_SNAPSHOT", 2, vm, op);
         }
@@ -345,14 +352,22 @@ xa_vm_check_op(struct xa_txn *t, const char *vm, const char *op, bool strict)
     }
     /* 5. the control domain */
     if (xa_api_bool(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "is_control_domain"))) {
-        bool dom0 = xa_api_int(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "domid")) == 0;
-        static const char *const ok[] = {
-            "data_source_op", "changing_memory_live", "awaiting_memory_live",
-            "metadata_export", "changing_dynamic_range",
-            "changing_memory_limits", "changing_static_range", "start",
-            "start_on", "changing_VCPUs", "destroy", NULL};
-        if (dom0 && (strcmp(op, "changing_VCPUs") == 0 ||
-                     strcmp(op, "destroy") == 0)) {
+        bool dom0 =
+            xa_api_int(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "domid")) == 0;
+        static const char *const ok[] = {"data_source_op",
+                                         "changing_memory_live",
+                                         "awaiting_memory_live",
+                                         "metadata_export",
+                                         "changing_dynamic_range",
+                                         "changing_memory_limits",
+                                         "changing_static_range",
+                                         "start",
+                                         "start_on",
+                                         "changing_VCPUs",
+                                         "destroy",
+                                         NULL};
+        if (dom0 &&
+            (strcmp(op, "changing_VCPUs") == 0 || strcmp(op, "destroy") == 0)) {
             return xa_error_new("OPERATION_NOT_ALLOWED", 1,
                                 "This operation is not allowed on dom0");
         }
@@ -371,14 +386,33 @@ xa_vm_update_allowed(struct xa_txn *t, const char *vm)
 {
     /* xapi's candidate list; it builds the result by consing, so the set
      * comes out in the reverse order. */
-    static const char *const candidates[] = {
-        "snapshot", "copy", "clone", "revert", "checkpoint",
-        "snapshot_with_quiesce", "start", "start_on", "pause", "unpause",
-        "clean_shutdown", "clean_reboot", "hard_shutdown", "hard_reboot",
-        "suspend", "resume", "resume_on", "export", "destroy", "provision",
-        "changing_VCPUs_live", "pool_migrate", "migrate_send",
-        "make_into_template", "changing_static_range",
-        "changing_shadow_memory", "changing_dynamic_range"};
+    static const char *const candidates[] = {"snapshot",
+                                             "copy",
+                                             "clone",
+                                             "revert",
+                                             "checkpoint",
+                                             "snapshot_with_quiesce",
+                                             "start",
+                                             "start_on",
+                                             "pause",
+                                             "unpause",
+                                             "clean_shutdown",
+                                             "clean_reboot",
+                                             "hard_shutdown",
+                                             "hard_reboot",
+                                             "suspend",
+                                             "resume",
+                                             "resume_on",
+                                             "export",
+                                             "destroy",
+                                             "provision",
+                                             "changing_VCPUs_live",
+                                             "pool_migrate",
+                                             "migrate_send",
+                                             "make_into_template",
+                                             "changing_static_range",
+                                             "changing_shadow_memory",
+                                             "changing_dynamic_range"};
     struct xa_value *ops = xa_array();
     for (size_t i = XA_ARRAY_SIZE(candidates); i-- > 0;) {
         struct xa_error *e = xa_vm_check_op(t, vm, candidates[i], true);
@@ -406,8 +440,8 @@ xa_vm_op_begin(struct xa_call *call, const char *vm, const char *op,
                                          void *ctx),
                void *ctx, char **task)
 {
-    char *ref = call && call->task_ref ? xa_strdup(call->task_ref)
-                                       : xa_ref_new();
+    char *ref =
+        call && call->task_ref ? xa_strdup(call->task_ref) : xa_ref_new();
     struct xa_txn *t = xa_db_begin_write();
     struct xa_error *err = xa_vm_check_op(t, vm, op, false);
     if (!err && extra) {
@@ -421,11 +455,15 @@ xa_vm_op_begin(struct xa_call *call, const char *vm, const char *op,
     if (!err) {
         err = xa_vm_update_allowed(t, vm);
     }
-    err = xa_api_finish(t, err);
     if (err) {
+        xa_db_abort(t);
         free(ref);
         return err;
     }
+    /* The marker need not reach the disk before the work starts: start-up
+     * clears stale operations, and the outcome's commit (which waits)
+     * makes it durable along with itself. */
+    xa_db_commit_nowait(t);
     *task = ref;
     return NULL;
 }
@@ -500,9 +538,9 @@ host_mem_apply(struct xa_txn *t, const struct host_mem *m)
                          XA_F(xa_cls_host_metrics, "memory_total"),
                          xa_int(m->total));
     }
-    if (!err && xa_api_int(t, &xa_cls_host_metrics, ref,
-                           XA_F(xa_cls_host_metrics, "memory_free")) !=
-                    m->free_bytes) {
+    if (!err &&
+        xa_api_int(t, &xa_cls_host_metrics, ref,
+                   XA_F(xa_cls_host_metrics, "memory_free")) != m->free_bytes) {
         err = xa_api_set(t, &xa_cls_host_metrics, ref,
                          XA_F(xa_cls_host_metrics, "memory_free"),
                          xa_int(m->free_bytes));
@@ -624,9 +662,8 @@ dom_cfg_read(const char *vm, struct dom_cfg *d)
     d->kernel = xa_strdup(xa_api_str(t, V, vm, XA_F(xa_cls_VM, "PV_kernel")));
     d->ramdisk = xa_strdup(xa_api_str(t, V, vm, XA_F(xa_cls_VM, "PV_ramdisk")));
     d->cmdline = xa_strdup(xa_api_str(t, V, vm, XA_F(xa_cls_VM, "PV_args")));
-    const char *order = xa_api_map_get(t, V, vm,
-                                       XA_F(xa_cls_VM, "HVM_boot_params"),
-                                       "order");
+    const char *order =
+        xa_api_map_get(t, V, vm, XA_F(xa_cls_VM, "HVM_boot_params"), "order");
     d->order = xa_strdup(order ? order : "cd");
     d->c.uuid = d->uuid;
     d->c.name_label = d->name;
@@ -642,10 +679,8 @@ dom_cfg_read(const char *vm, struct dom_cfg *d)
     d->c.cmdline = d->cmdline;
     d->c.boot_order = d->order;
 
-    struct xa_value *vbds =
-        xa_db_get_field(t, V, vm, XA_F(xa_cls_VM, "VBDs"));
-    struct xa_value *vifs =
-        xa_db_get_field(t, V, vm, XA_F(xa_cls_VM, "VIFs"));
+    struct xa_value *vbds = xa_db_get_field(t, V, vm, XA_F(xa_cls_VM, "VBDs"));
+    struct xa_value *vifs = xa_db_get_field(t, V, vm, XA_F(xa_cls_VM, "VIFs"));
     size_t nv = vbds ? vbds->u.arr.n : 0, nn = vifs ? vifs->u.arr.n : 0;
     d->disks = xa_calloc(nv + 1, sizeof *d->disks);
     d->nics = xa_calloc(nn + 1, sizeof *d->nics);
@@ -655,11 +690,12 @@ dom_cfg_read(const char *vm, struct dom_cfg *d)
         const char *b = vbds->u.arr.items[i]->u.str.s;
         const struct xa_class_desc *B = &xa_cls_VBD;
         struct xa_hv_disk *k = &d->disks[d->c.n_disks++];
-        k->device = keep(d, xa_strdup(xa_api_str(t, B, b,
-                                                 XA_F(xa_cls_VBD, "userdevice"))));
-        k->cdrom = strcmp(xa_api_str(t, B, b, XA_F(xa_cls_VBD, "type")), "CD") == 0;
-        k->read_only = strcmp(xa_api_str(t, B, b, XA_F(xa_cls_VBD, "mode")),
-                              "RO") == 0;
+        k->device = keep(
+            d, xa_strdup(xa_api_str(t, B, b, XA_F(xa_cls_VBD, "userdevice"))));
+        k->cdrom =
+            strcmp(xa_api_str(t, B, b, XA_F(xa_cls_VBD, "type")), "CD") == 0;
+        k->read_only =
+            strcmp(xa_api_str(t, B, b, XA_F(xa_cls_VBD, "mode")), "RO") == 0;
         k->bootable = xa_api_bool(t, B, b, XA_F(xa_cls_VBD, "bootable"));
         const char *vdi = xa_api_str(t, B, b, XA_F(xa_cls_VBD, "VDI"));
         if (!xa_api_bool(t, B, b, XA_F(xa_cls_VBD, "empty")) &&
@@ -672,13 +708,15 @@ dom_cfg_read(const char *vm, struct dom_cfg *d)
         const char *v = vifs->u.arr.items[i]->u.str.s;
         const struct xa_class_desc *F = &xa_cls_VIF;
         struct xa_hv_nic *n = &d->nics[d->c.n_nics++];
-        n->device = keep(d, xa_strdup(xa_api_str(t, F, v, XA_F(xa_cls_VIF, "device"))));
-        n->mac = keep(d, xa_strdup(xa_api_str(t, F, v, XA_F(xa_cls_VIF, "MAC"))));
+        n->device =
+            keep(d, xa_strdup(xa_api_str(t, F, v, XA_F(xa_cls_VIF, "device"))));
+        n->mac =
+            keep(d, xa_strdup(xa_api_str(t, F, v, XA_F(xa_cls_VIF, "MAC"))));
         n->mtu = xa_api_int(t, F, v, XA_F(xa_cls_VIF, "MTU"));
         const char *net = xa_api_str(t, F, v, XA_F(xa_cls_VIF, "network"));
-        n->bridge = keep(d, xa_strdup(xa_api_str(
-                                t, &xa_cls_network, net,
-                                XA_F(xa_cls_network, "bridge"))));
+        n->bridge =
+            keep(d, xa_strdup(xa_api_str(t, &xa_cls_network, net,
+                                         XA_F(xa_cls_network, "bridge"))));
     }
     xa_db_end(t);
     xa_value_unref(vbds);
@@ -748,8 +786,8 @@ metrics_running(struct xa_txn *t, const char *vm, bool rebooted)
     }
     char now[32];
     xa_datetime_now(now);
-    bool hvm = *xa_api_str(t, &xa_cls_VM, vm,
-                           XA_F(xa_cls_VM, "HVM_boot_policy")) != 0;
+    bool hvm =
+        *xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "HVM_boot_policy")) != 0;
     int64_t vcpus =
         xa_api_int(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "VCPUs_at_startup"));
     struct xa_value *cpu = xa_struct(), *util = xa_struct();
@@ -786,9 +824,9 @@ metrics_running(struct xa_txn *t, const char *vm, bool rebooted)
         err = xa_api_set(t, M, m, XA_F(xa_cls_VM_metrics, "hvm"), xa_bool(hvm));
     }
     if (!err) {
-        err = xa_api_set(t, M, m,
-                         XA_F(xa_cls_VM_metrics, "current_domain_type"),
-                         xa_string(hvm ? "hvm" : "pv"));
+        err =
+            xa_api_set(t, M, m, XA_F(xa_cls_VM_metrics, "current_domain_type"),
+                       xa_string(hvm ? "hvm" : "pv"));
     }
     if (!err) {
         err = xa_api_set(t, M, m, XA_F(xa_cls_VM_metrics, "start_time"),
@@ -815,9 +853,8 @@ metrics_halted(struct xa_txn *t, const char *vm)
     char now[32];
     xa_datetime_now(now);
     const struct xa_class_desc *M = &xa_cls_VM_metrics;
-    struct xa_error *err =
-        xa_api_set(t, M, ref, XA_F(xa_cls_VM_metrics, "memory_actual"),
-                   xa_int(0));
+    struct xa_error *err = xa_api_set(
+        t, M, ref, XA_F(xa_cls_VM_metrics, "memory_actual"), xa_int(0));
     if (!err) {
         err = xa_api_set(t, M, ref, XA_F(xa_cls_VM_metrics, "VCPUs_number"),
                          xa_int(0));
@@ -827,9 +864,9 @@ metrics_halted(struct xa_txn *t, const char *vm)
                          xa_struct());
     }
     if (!err) {
-        err = xa_api_set(t, M, ref,
-                         XA_F(xa_cls_VM_metrics, "VCPUs_utilisation"),
-                         xa_struct());
+        err =
+            xa_api_set(t, M, ref, XA_F(xa_cls_VM_metrics, "VCPUs_utilisation"),
+                       xa_struct());
     }
     if (!err) {
         err = xa_api_set(t, M, ref,
@@ -898,9 +935,9 @@ guest_metrics_write(struct xa_txn *t, const char *vm,
                          xa_bool(true));
     }
     if (!err) {
-        err = xa_api_set(t, G, ref,
-                         XA_F(xa_cls_VM_guest_metrics, "last_updated"),
-                         xa_datetime(now));
+        err =
+            xa_api_set(t, G, ref, XA_F(xa_cls_VM_guest_metrics, "last_updated"),
+                       xa_datetime(now));
     }
     free(ref);
     return err;
@@ -946,7 +983,8 @@ xa_vm_refresh_guest_metrics(const char *vm, int attempts)
     const char *power =
         xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "power_state"));
     if (strcmp(power, "Running") == 0) {
-        uuid = xa_strdup(xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "uuid")));
+        uuid =
+            xa_strdup(xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "uuid")));
     }
     xa_db_end(t);
     if (!uuid) {
@@ -987,16 +1025,16 @@ struct xa_error *
 xa_vm_force_state(struct xa_txn *t, const char *vm, const char *power_state)
 {
     const struct xa_class_desc *V = &xa_cls_VM;
-    struct xa_error *err =
-        xa_api_set(t, V, vm, XA_F(xa_cls_VM, "power_state"),
-                   xa_string(power_state));
+    struct xa_error *err = xa_api_set(t, V, vm, XA_F(xa_cls_VM, "power_state"),
+                                      xa_string(power_state));
     if (!err) {
         err = xa_api_set(t, V, vm, XA_F(xa_cls_VM, "resident_on"),
                          xa_string(NULL_REF));
     }
     if (!err) {
-        err = xa_api_set(t, V, vm, XA_F(xa_cls_VM, "scheduled_to_be_resident_on"),
-                         xa_string(NULL_REF));
+        err =
+            xa_api_set(t, V, vm, XA_F(xa_cls_VM, "scheduled_to_be_resident_on"),
+                       xa_string(NULL_REF));
     }
     if (!err) {
         err = xa_api_set(t, V, vm, XA_F(xa_cls_VM, "domid"), xa_int(-1));
@@ -1026,9 +1064,8 @@ record_live(struct xa_txn *t, const char *vm, int64_t domid, bool paused,
             const struct xa_hv_guest_info *g, bool rebooted)
 {
     const struct xa_class_desc *V = &xa_cls_VM;
-    struct xa_error *err =
-        xa_api_set(t, V, vm, XA_F(xa_cls_VM, "power_state"),
-                   xa_string(paused ? "Paused" : "Running"));
+    struct xa_error *err = xa_api_set(t, V, vm, XA_F(xa_cls_VM, "power_state"),
+                                      xa_string(paused ? "Paused" : "Running"));
     if (!err) {
         err = xa_api_set(t, V, vm, XA_F(xa_cls_VM, "domid"), xa_int(domid));
     }
@@ -1037,9 +1074,9 @@ record_live(struct xa_txn *t, const char *vm, int64_t domid, bool paused,
                          xa_string(xa_self_host()));
     }
     if (!err) {
-        err = xa_api_set(t, V, vm,
-                         XA_F(xa_cls_VM, "scheduled_to_be_resident_on"),
-                         xa_string(NULL_REF));
+        err =
+            xa_api_set(t, V, vm, XA_F(xa_cls_VM, "scheduled_to_be_resident_on"),
+                       xa_string(NULL_REF));
     }
     if (!err && !rebooted) {
         err = xa_vm_devices_attached(t, vm, true);
@@ -1163,8 +1200,8 @@ do_start(struct xa_call *call, const char *vm, const char *host,
 {
     struct admit a = {host, 0};
     char *task = NULL;
-    struct xa_error *err = xa_vm_op_begin(call, vm, op, admit_memory, &a,
-                                          &task);
+    struct xa_error *err =
+        xa_vm_op_begin(call, vm, op, admit_memory, &a, &task);
     if (err) {
         return err;
     }
@@ -1273,9 +1310,8 @@ take_suspend_vdi(struct xa_txn *t, const char *vm)
         return NULL;
     }
     char *ref = xa_strdup(s);
-    struct xa_error *err = xa_api_set(t, &xa_cls_VM, vm,
-                                      XA_F(xa_cls_VM, "suspend_VDI"),
-                                      xa_string(NULL_REF));
+    struct xa_error *err = xa_api_set(
+        t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "suspend_VDI"), xa_string(NULL_REF));
     xa_error_free(err);
     return ref;
 }
@@ -1304,20 +1340,22 @@ do_hard_shutdown(struct xa_call *call, const char *vm, const char *op,
         return err;
     }
     struct xa_txn *t = xa_db_begin_read();
-    bool live = strcmp(xa_api_str(t, &xa_cls_VM, vm,
-                                  XA_F(xa_cls_VM, "power_state")),
-                       "Suspended") != 0;
-    bool running = strcmp(xa_api_str(t, &xa_cls_VM, vm,
-                                     XA_F(xa_cls_VM, "power_state")),
-                          "Running") == 0;
+    bool live =
+        strcmp(xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "power_state")),
+               "Suspended") != 0;
+    bool running =
+        strcmp(xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "power_state")),
+               "Running") == 0;
     xa_db_end(t);
     char *uuid = vm_uuid(vm);
     if (live && try_clean && running) {
         err = xa_hv_shutdown(call->msg->wire, uuid, XA_HV_POWEROFF,
                              CLEAN_TIMEOUT, NULL);
         if (err) {
-            xa_log_info("vm", "%s: clean shutdown of %s failed (%s), "
-                        "destroying", op, vm, err->code);
+            xa_log_info("vm",
+                        "%s: clean shutdown of %s failed (%s), "
+                        "destroying",
+                        op, vm, err->code);
             xa_error_free(err);
             err = NULL;
             live = true;
@@ -1367,8 +1405,8 @@ xa_impl_VM_clean_reboot(struct xa_call *call, const char *vm)
 {
     struct live_outcome o = {0};
     o.rebooted = true;
-    struct xa_error *err = simple_op(call, vm, "clean_reboot",
-                                     drv_clean_reboot, &o, outcome_live, &o);
+    struct xa_error *err = simple_op(call, vm, "clean_reboot", drv_clean_reboot,
+                                     &o, outcome_live, &o);
     if (!err) {
         xa_vm_refresh_guest_metrics(vm, 50);
     }
@@ -1453,9 +1491,9 @@ suspend_sr(struct xa_txn *t)
     struct xa_value *pools = xa_db_get_all(t, &xa_cls_pool);
     char *sr = NULL;
     if (pools && pools->u.arr.n > 0) {
-        const char *s = xa_api_str(t, &xa_cls_pool,
-                                   pools->u.arr.items[0]->u.str.s,
-                                   XA_F(xa_cls_pool, "suspend_image_SR"));
+        const char *s =
+            xa_api_str(t, &xa_cls_pool, pools->u.arr.items[0]->u.str.s,
+                       XA_F(xa_cls_pool, "suspend_image_SR"));
         if (xa_db_exists(t, &xa_cls_SR, s)) {
             sr = xa_strdup(s);
         }
@@ -1491,9 +1529,9 @@ xa_impl_VM_suspend(struct xa_call *call, const char *vm)
     }
     struct xa_txn *t = xa_db_begin_read();
     char *sr = suspend_sr(t);
-    int64_t size = xa_api_int(t, &xa_cls_VM, vm,
-                              XA_F(xa_cls_VM, "memory_static_max")) +
-                   (1 << 20);
+    int64_t size =
+        xa_api_int(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "memory_static_max")) +
+        (1 << 20);
     char *label = xa_asprintf(
         "Suspend image for %s",
         xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "name_label")));
@@ -1536,8 +1574,8 @@ do_resume(struct xa_call *call, const char *vm, const char *host,
 {
     struct admit a = {host, 0};
     char *task = NULL;
-    struct xa_error *err = xa_vm_op_begin(call, vm, op, admit_memory, &a,
-                                          &task);
+    struct xa_error *err =
+        xa_vm_op_begin(call, vm, op, admit_memory, &a, &task);
     if (err) {
         return err;
     }
@@ -1626,18 +1664,19 @@ xa_impl_VM_power_state_reset(struct xa_call *call, const char *vm)
     const char *power =
         xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "power_state"));
     bool live = strcmp(power, "Running") == 0 || strcmp(power, "Paused") == 0;
-    bool here = strcmp(xa_api_str(t, &xa_cls_VM, vm,
-                                  XA_F(xa_cls_VM, "resident_on")),
-                       xa_self_host()) == 0;
-    char *uuid = xa_strdup(xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "uuid")));
+    bool here =
+        strcmp(xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "resident_on")),
+               xa_self_host()) == 0;
+    char *uuid =
+        xa_strdup(xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "uuid")));
     xa_db_end(t);
     if (!err && live && here) {
         /* Forgetting a domain that still runs here would leak it. */
         struct xa_hv_domain_info info;
         struct xa_error *gone = xa_hv_get_info(uuid, &info);
         if (!gone) {
-            err = xa_error_new("VM_BAD_POWER_STATE", 3, vm, "halted",
-                               "running");
+            err =
+                xa_error_new("VM_BAD_POWER_STATE", 3, vm, "halted", "running");
         }
         xa_error_free(gone);
     }
@@ -1705,9 +1744,9 @@ set_is_a_template(struct xa_call *call, struct xa_value *const *args,
     }
     if (!err && !value) {
         /* A template turned back into a VM is no longer a default one. */
-        err = xa_api_set(t, &xa_cls_VM, vm,
-                         XA_F(xa_cls_VM, "is_default_template"),
-                         xa_bool(false));
+        err =
+            xa_api_set(t, &xa_cls_VM, vm,
+                       XA_F(xa_cls_VM, "is_default_template"), xa_bool(false));
     }
     if (!err) {
         err = xa_vm_update_allowed(t, vm);

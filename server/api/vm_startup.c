@@ -17,9 +17,9 @@ static char *
 configured_hypervisor(void)
 {
     struct xa_txn *t = xa_db_begin_read();
-    const char *v = xa_api_map_get(t, &xa_cls_host, xa_self_host(),
-                                   XA_F(xa_cls_host, "software_version"),
-                                   "xen");
+    const char *v =
+        xa_api_map_get(t, &xa_cls_host, xa_self_host(),
+                       XA_F(xa_cls_host, "software_version"), "xen");
     const char *dash = v ? strrchr(v, '-') : NULL;
     char *name = xa_strdup(dash ? dash + 1 : v ? "xen" : "sim");
     xa_db_end(t);

@@ -113,6 +113,7 @@ struct xa_db_batch {
     size_t n, cap;
     uint64_t gen;
     bool done;
+    bool detached; /* nobody waits: the persister frees it */
     struct xa_error *err;
     struct xa_db_batch *next;
 };

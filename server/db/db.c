@@ -184,6 +184,10 @@ persister_main(void *arg)
         pthread_mutex_lock(&d->qlock);
         for (struct xa_db_batch *b = list, *next; b; b = next) {
             next = b->next;
+            if (b->detached) {
+                batch_free(b);
+                continue;
+            }
             if (e) {
                 b->err =
                     xa_error_internal("database write failed: %s",
@@ -417,8 +421,8 @@ xa_db_abort(struct xa_txn *t)
     write_unlock();
 }
 
-struct xa_error *
-xa_db_commit(struct xa_txn *t)
+static struct xa_error *
+commit(struct xa_txn *t, bool wait)
 {
     struct xa_db *d = &xa_db_g;
     if (!t || !t->write) {
@@ -475,6 +479,7 @@ xa_db_commit(struct xa_txn *t)
     }
     if (b) {
         b->gen = gen;
+        b->detached = !wait;
         pthread_mutex_lock(&d->qlock);
         if (d->qlast) {
             d->qlast->next = b;
@@ -488,7 +493,7 @@ xa_db_commit(struct xa_txn *t)
     write_unlock();
 
     struct xa_error *e = NULL;
-    if (b) {
+    if (b && wait) {
         pthread_mutex_lock(&d->qlock);
         while (!b->done) {
             pthread_cond_wait(&d->donecond, &d->qlock);
@@ -503,6 +508,18 @@ xa_db_commit(struct xa_txn *t)
         hook(gen, d->hook_ctx);
     }
     return e;
+}
+
+struct xa_error *
+xa_db_commit(struct xa_txn *t)
+{
+    return commit(t, true);
+}
+
+void
+xa_db_commit_nowait(struct xa_txn *t)
+{
+    xa_error_free(commit(t, false));
 }
 
 uint64_t

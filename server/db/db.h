@@ -55,6 +55,11 @@ void xa_db_end(struct xa_txn *t);
  * An error means they may not be durable (the in-memory state keeps
  * them); the caller reports it.  Frees 't'. */
 struct xa_error *xa_db_commit(struct xa_txn *t) XA_WARN_UNUSED;
+/* Publishes like xa_db_commit() but does not wait for durability: for
+ * state that a crash may lose because start-up rebuilds it (an
+ * operation in progress).  Later commits are persisted after it, so a
+ * durable later commit makes this one durable too.  Frees 't'. */
+void xa_db_commit_nowait(struct xa_txn *t);
 /* Undoes every change of a write transaction and releases it. */
 void xa_db_abort(struct xa_txn *t);
 
@@ -94,8 +99,7 @@ void xa_db_foreach(struct xa_txn *t, const struct xa_class_desc *cls,
  * lacks take their schema default (or the empty value of their type);
  * computed sets in it are ignored.  A "uuid" member missing or empty gets a
  * fresh uuid.  Fails with INTERNAL_ERROR when the ref or uuid exists. */
-struct xa_error *xa_db_create(struct xa_txn *t,
-                              const struct xa_class_desc *cls,
+struct xa_error *xa_db_create(struct xa_txn *t, const struct xa_class_desc *cls,
                               const char *ref,
                               struct xa_value *record) XA_WARN_UNUSED;
 struct xa_error *xa_db_destroy(struct xa_txn *t,

@@ -181,8 +181,8 @@ copy_extents(int in, int out, off_t size)
         }
         off_t src = data, dst = data;
         while (src < hole) {
-            ssize_t n = copy_file_range(in, &src, out, &dst,
-                                        (size_t)(hole - src), 0);
+            ssize_t n =
+                copy_file_range(in, &src, out, &dst, (size_t)(hole - src), 0);
             if (n <= 0) {
                 return -1;
             }
@@ -275,8 +275,8 @@ file_vdi_attach(const struct xa_sr_ctx *sr, const char *location,
     XA_UNUSED(read_only);
     char *p = image_path(sr, location);
     if (access(p, F_OK) != 0) {
-        struct xa_error *err = xa_error_new("VDI_MISSING", 2, sr->uuid,
-                                            location);
+        struct xa_error *err =
+            xa_error_new("VDI_MISSING", 2, sr->uuid, location);
         free(p);
         return err;
     }
@@ -293,12 +293,12 @@ file_vdi_detach(const struct xa_sr_ctx *sr, const char *location)
     return NULL;
 }
 
-#define FILE_ENTRIES                                                           \
-    .attach = file_attach, .detach = file_detach, .stat = file_stat,           \
-    .scan = file_scan, .vdi_create = file_vdi_create,                          \
-    .vdi_destroy = file_vdi_destroy, .vdi_clone = file_vdi_clone,              \
-    .vdi_snapshot = file_vdi_clone, .vdi_resize = file_vdi_resize,             \
-    .vdi_copy = file_vdi_copy, .vdi_attach = file_vdi_attach,                  \
+#define FILE_ENTRIES                                                 \
+    .attach = file_attach, .detach = file_detach, .stat = file_stat, \
+    .scan = file_scan, .vdi_create = file_vdi_create,                \
+    .vdi_destroy = file_vdi_destroy, .vdi_clone = file_vdi_clone,    \
+    .vdi_snapshot = file_vdi_clone, .vdi_resize = file_vdi_resize,   \
+    .vdi_copy = file_vdi_copy, .vdi_attach = file_vdi_attach,        \
     .vdi_detach = file_vdi_detach
 
 const struct xa_sr_driver xa_sr_file_driver = {.type = "file", FILE_ENTRIES};

@@ -85,9 +85,9 @@ test_lifecycle(void **state)
     assert_int_equal(info.state, XA_HV_RUNNING);
     expect_ok(xa_hv_pause("VM.pause", U1));
     /* a paused guest cannot answer a clean shutdown */
-    expect_code(xa_hv_shutdown("VM.clean_shutdown", U1, XA_HV_POWEROFF, 1.0,
-                               NULL),
-                "VM_SHUTDOWN_TIMEOUT");
+    expect_code(
+        xa_hv_shutdown("VM.clean_shutdown", U1, XA_HV_POWEROFF, 1.0, NULL),
+        "VM_SHUTDOWN_TIMEOUT");
     expect_ok(xa_hv_unpause("VM.unpause", U1));
 
     int64_t d2 = 0;
@@ -103,8 +103,8 @@ test_lifecycle(void **state)
     assert_string_equal(list[0].uuid, U1);
     free(list);
 
-    expect_ok(xa_hv_shutdown("VM.clean_shutdown", U1, XA_HV_POWEROFF, 1.0,
-                             NULL));
+    expect_ok(
+        xa_hv_shutdown("VM.clean_shutdown", U1, XA_HV_POWEROFF, 1.0, NULL));
     expect_code(xa_hv_get_info(U1, &info), "INTERNAL_ERROR");
     expect_ok(xa_hv_host_memory(&total, &free1));
     assert_true(free1 == free0);
@@ -244,8 +244,8 @@ test_hotplug(void **state)
     expect_ok(xa_hv_plug_disk("VBD.plug", U1, &disk));
     expect_ok(xa_hv_unplug_disk("VBD.unplug", U1, "1"));
     expect_ok(xa_hv_unplug_nic("VIF.unplug", U1, "0"));
-    expect_ok(xa_hv_set_memory_target("VM.set_memory_target_live", U1,
-                                      128 * MIB));
+    expect_ok(
+        xa_hv_set_memory_target("VM.set_memory_target_live", U1, 128 * MIB));
     struct xa_hv_domain_info info;
     expect_ok(xa_hv_get_info(U1, &info));
     assert_true(info.memory_actual == 128 * MIB);
