@@ -37,6 +37,7 @@ xa_call_defer(struct xa_call *call)
     call->deferred = true;
     if (call->deferred_out) {
         *call->deferred_out = true;
+        call->deferred_out = NULL; /* it points into the invoker's frame */
     }
     if (call->on_defer) {
         call->on_defer(call);

@@ -1,6 +1,7 @@
 /* main.c - xapid: start-up, the serving loop, clean shutdown. */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <signal.h>
@@ -119,6 +120,12 @@ main(int argc, char **argv)
         return 0;
     }
     xa_log_set_level(log_level(cfg.log_level));
+    /* Large replies (get_all_records of thousands of objects) are built
+     * in big buffers.  By default glibc maps and unmaps each one, so every
+     * call faults all its pages in afresh; keeping freed memory in the
+     * heap lets the next call reuse it. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);
     signal(SIGPIPE, SIG_IGN);
     /* SIGTERM and SIGINT are taken synchronously by sigwait below; block
      * them before any thread starts so every thread inherits the mask. */

@@ -322,6 +322,81 @@ read_pwfile(struct conn *c)
     return true;
 }
 
+/* Everything after option parsing; returns the exit code.  The caller
+ * frees what parsing collected, whatever path this takes. */
+static int
+execute(struct xe *xe, struct conn *c, const char *cmdname, bool gen_completion)
+{
+    xa_schema_init();
+    xe_cmdtab_build();
+    if (gen_completion) {
+        xe_print_bash_completion(stdout);
+        return 0;
+    }
+    if (!cmdname) {
+        return usage();
+    }
+    const struct xe_cmd *cmd = xe_cmd_find(cmdname);
+    if (!cmd) {
+        return xe_param_error("Unknown command", cmdname);
+    }
+    if (cmd->kind == XE_CMD_HELP) {
+        return xe_help(xe, cmd);
+    }
+    if (c->pwfile && !read_pwfile(c)) {
+        return 1;
+    }
+    /* Flags every command understands. */
+    xe->minimal = xe_arg_bool(xe, "minimal", false);
+    xe->multiple = xe_arg_bool(xe, "multiple", false);
+    const char *output = xe_arg(xe, "output");
+    xe->json = output && strcmp(output, "json") == 0;
+    xe->progress = isatty(STDERR_FILENO) && !xe->json;
+
+    const char *server = c->server ? c->server : "127.0.0.1";
+    bool tls = !c->nossl && strcmp(server, "127.0.0.1") != 0;
+    const char *port = c->port ? c->port : tls ? "443" : "80";
+    int64_t pn;
+    if (!xa_parse_int64(port, &pn) || pn < 0 || pn > 65535) {
+        fprintf(stderr, "Port number must be an integer (0-65535)\n");
+        return usage();
+    }
+    bool v6 = strchr(server, ':') && server[0] != '[';
+    char *url = xa_asprintf("%s://%s%s%s:%s", tls ? "https" : "http",
+                            v6 ? "[" : "", server, v6 ? "]" : "", port);
+    struct pin pin = {.path = known_hosts_path(),
+                      .hostport = xa_asprintf("%s:%s", server, port)};
+    struct xa_client_options opt = {.protocol = XA_CLIENT_XMLRPC,
+                                    .cert_check = pin_check,
+                                    .cert_ctx = &pin};
+    if (getenv("XE_JSONRPC")) {
+        opt.protocol = XA_CLIENT_JSONRPC;
+    }
+    xe->c = xa_client_new(url, &opt);
+    free(url);
+
+    int rc;
+    struct xa_error *err = xa_client_login(xe->c, c->user ? c->user : "root",
+                                           c->pw ? c->pw : "null");
+    if (err) {
+        if (strcmp(err->code, "SESSION_AUTHENTICATION_FAILED") == 0) {
+            rc = xe_param_error("", "Authentication failed");
+        } else {
+            xe_print_error(NULL, err);
+            rc = 1;
+        }
+        xa_error_free(err);
+    } else {
+        rc = run(xe, cmd);
+        xe_print_end(xe);
+        xa_error_free(xa_client_logout(xe->c));
+    }
+    xa_client_free(xe->c);
+    free(pin.path);
+    free(pin.hostport);
+    return rc;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -355,7 +430,8 @@ main(int argc, char **argv)
         } else if (strcmp(a, "--debug") == 0) {
             c.debug = true;
         } else if (strcmp(a, "--help") == 0 || strcmp(a, "-help") == 0) {
-            return usage();
+            cmdname = NULL; /* execute() prints the usage */
+            break;
         } else if (strcmp(a, "--generate-bash-completion") == 0) {
             gen_completion = true;
         } else if (strcmp(a, "--output") == 0 && i + 1 < argc) {
@@ -375,73 +451,7 @@ main(int argc, char **argv)
         }
     }
 
-    xa_schema_init();
-    xe_cmdtab_build();
-    if (gen_completion) {
-        xe_print_bash_completion(stdout);
-        return 0;
-    }
-    if (!cmdname) {
-        return usage();
-    }
-    const struct xe_cmd *cmd = xe_cmd_find(cmdname);
-    if (!cmd) {
-        return xe_param_error("Unknown command", cmdname);
-    }
-    if (cmd->kind == XE_CMD_HELP) {
-        return xe_help(&xe, cmd);
-    }
-    if (c.pwfile && !read_pwfile(&c)) {
-        return 1;
-    }
-    /* Flags every command understands. */
-    xe.minimal = xe_arg_bool(&xe, "minimal", false);
-    xe.multiple = xe_arg_bool(&xe, "multiple", false);
-    const char *output = xe_arg(&xe, "output");
-    xe.json = output && strcmp(output, "json") == 0;
-    xe.progress = isatty(STDERR_FILENO) && !xe.json;
-
-    const char *server = c.server ? c.server : "127.0.0.1";
-    bool tls = !c.nossl && strcmp(server, "127.0.0.1") != 0;
-    const char *port = c.port ? c.port : tls ? "443" : "80";
-    int64_t pn;
-    if (!xa_parse_int64(port, &pn) || pn < 0 || pn > 65535) {
-        fprintf(stderr, "Port number must be an integer (0-65535)\n");
-        return usage();
-    }
-    bool v6 = strchr(server, ':') && server[0] != '[';
-    char *url = xa_asprintf("%s://%s%s%s:%s", tls ? "https" : "http",
-                            v6 ? "[" : "", server, v6 ? "]" : "", port);
-    struct pin pin = {.path = known_hosts_path(),
-                      .hostport = xa_asprintf("%s:%s", server, port)};
-    struct xa_client_options opt = {.protocol = XA_CLIENT_XMLRPC,
-                                    .cert_check = pin_check,
-                                    .cert_ctx = &pin};
-    if (getenv("XE_JSONRPC")) {
-        opt.protocol = XA_CLIENT_JSONRPC;
-    }
-    xe.c = xa_client_new(url, &opt);
-    free(url);
-
-    int rc;
-    struct xa_error *err =
-        xa_client_login(xe.c, c.user ? c.user : "root", c.pw ? c.pw : "null");
-    if (err) {
-        if (strcmp(err->code, "SESSION_AUTHENTICATION_FAILED") == 0) {
-            rc = xe_param_error("", "Authentication failed");
-        } else {
-            xe_print_error(NULL, err);
-            rc = 1;
-        }
-        xa_error_free(err);
-    } else {
-        rc = run(&xe, cmd);
-        xe_print_end(&xe);
-        xa_error_free(xa_client_logout(xe.c));
-    }
-    xa_client_free(xe.c);
-    free(pin.path);
-    free(pin.hostport);
+    int rc = execute(&xe, &c, cmdname, gen_completion);
     free(c.server);
     free(c.port);
     free(c.user);

@@ -33,16 +33,21 @@ extern const struct xa_class_desc xa_cls_VM, xa_cls_VBD, xa_cls_VIF, xa_cls_VDI,
 int xa_api_field(const struct xa_class_desc *cls, const char *name);
 
 /* The same, looked up once per call site. */
-#define XA_F(cls, name)                                              \
-    __extension__({                                                  \
-        static int xa_f_idx_ = -1;                                   \
-        int xa_f_i_ = __atomic_load_n(&xa_f_idx_, __ATOMIC_RELAXED); \
-        if (xa_f_i_ < 0) {                                           \
-            xa_f_i_ = xa_api_field(&(cls), (name));                  \
-            __atomic_store_n(&xa_f_idx_, xa_f_i_, __ATOMIC_RELAXED); \
-        }                                                            \
-        xa_f_i_;                                                     \
-    })
+#ifdef __CPPCHECK__
+/* cppcheck cannot parse statement expressions */
+#    define XA_F(cls, name) xa_api_field(&(cls), (name))
+#else
+#    define XA_F(cls, name)                                              \
+        __extension__({                                                  \
+            static int xa_f_idx_ = -1;                                   \
+            int xa_f_i_ = __atomic_load_n(&xa_f_idx_, __ATOMIC_RELAXED); \
+            if (xa_f_i_ < 0) {                                           \
+                xa_f_i_ = xa_api_field(&(cls), (name));                  \
+                __atomic_store_n(&xa_f_idx_, xa_f_i_, __ATOMIC_RELAXED); \
+            }                                                            \
+            xa_f_i_;                                                     \
+        })
+#endif
 
 /* Borrowed reads of stored fields: "" / 0 / false when the row or value is
  * missing.  Valid until the transaction ends or the field is written. */
