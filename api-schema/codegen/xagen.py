@@ -138,7 +138,8 @@ class Schema:
                                  session=m.get("session", True),
                                  async_=m.get("async", True),
                                  hidden=m.get("hidden", False),
-                                 errors=m.get("errors", []))
+                                 errors=m.get("errors", []),
+                                 doc=m.get("doc", ""))
 
             def implicit(name, params, result, roles, kind, field=-1,
                          async_=False, hidden=False):
@@ -213,7 +214,8 @@ class Schema:
                              fw, "XA_MSG_REMOVE_FROM_SET", i)
 
     def add_message(self, c, name, params, result, roles, kind, field,
-                    session=True, async_=False, hidden=False, errors=()):
+                    session=True, async_=False, hidden=False, errors=(),
+                    doc=""):
         n_required = len(params)
         while n_required and params[n_required - 1].get("default") is not None:
             n_required -= 1
@@ -230,7 +232,7 @@ class Schema:
             "n_required": n_required, "result": result,
             "roles": roles_mask(roles), "role_spec": roles, "kind": kind,
             "field": field, "session": session, "async": async_,
-            "hidden": hidden, "errors": list(errors)})
+            "hidden": hidden, "errors": list(errors), "doc": doc})
 
 
 def split_map(inner):
@@ -546,15 +548,16 @@ def gen_docs(s, out):
         for f in c["fields"]:
             w.append("| %s | `%s` | %s |\n" % (f["name"], f["type"],
                                              f["qualifier"]))
-        w.append("\n| message | parameters | result | roles |\n"
-                 "|---|---|---|---|\n")
+        w.append("\n| message | parameters | result | roles | description |\n"
+                 "|---|---|---|---|---|\n")
         for m in by_cls.get(c["class"], []):
             if m["kind"] != "XA_MSG_EXPLICIT":
                 continue
-            w.append("| %s | %s | `%s` | %s |\n" % (
+            w.append("| %s | %s | `%s` | %s | %s |\n" % (
                 m["name"], ", ".join("`%s` %s" % (p["type"], p["name"])
                                      for p in m["params"]),
-                m["result"], m["role_spec"]))
+                m["result"], m["role_spec"],
+                m.get("doc", "").replace("|", "\\|")))
         w.append("\n")
     os.makedirs(os.path.join(out, "docs"), exist_ok=True)
     write(out, os.path.join("docs", "api.md"), "".join(w))
