@@ -11,7 +11,9 @@
 
 #include "call.h"
 #include "db/db.h"
+#include "hmap.h"
 #include "log.h"
+#include "rpc.h"
 #include "xa-impl.h"
 
 /* One entry of a subscription: a class (NULL: every class) and
@@ -34,6 +36,10 @@ struct waiter {
     struct xa_call *call;
     struct subs subs; /* owned (a copy for WAIT_NEXT) */
     uint64_t since;
+    /* The generation at which this waiter was last found to have nothing
+     * to report: until the database moves past it, looking again is
+     * pointless (so a pass over thousands of idle waiters is cheap). */
+    uint64_t checked;
     double deadline; /* monotonic seconds; 0 = never */
 };
 
@@ -223,33 +229,122 @@ parse_token(const char *token, uint64_t *out)
     return xa_error_new("EVENT_FROM_TOKEN_PARSE_FAILURE", 1, token);
 }
 
-/* Tries to answer a waiter now.  Returns true when it was answered. */
-static bool
-try_answer(struct waiter *w, bool timed_out)
+/* Answers computed during one pass of the event thread, shared by the
+ * waiters that asked the same question (same subscription, same token):
+ * thousands of clients watching "*" from one token cost one collection,
+ * not thousands. */
+struct answer {
+    struct xa_value *result; /* NULL: nothing to report yet */
+};
+
+struct answer_cache {
+    struct xa_hmap map; /* question key -> struct answer */
+};
+
+static char *
+question_key(const struct waiter *w)
 {
+    struct xa_buf b = {0};
+    xa_buf_printf(&b, "%" PRIu64, w->since);
+    for (size_t i = 0; i < w->subs.n; i++) {
+        xa_buf_printf(&b, ";%s/%s",
+                      w->subs.v[i].cls ? w->subs.v[i].cls->name : "*",
+                      w->subs.v[i].ref ? w->subs.v[i].ref : "");
+    }
+    return xa_buf_steal(&b);
+}
+
+static void
+answer_free(void *p)
+{
+    struct answer *a = p;
+    xa_value_unref(a->result);
+    free(a);
+}
+
+static void
+cache_clear(struct answer_cache *c)
+{
+    xa_hmap_clear(&c->map, answer_free);
+}
+
+/* The event.from answer for 'w' now, or NULL when there is nothing to
+ * report yet; a new reference.  An empty answer (a timeout) is never
+ * shared: other waiters of the same question may still be waiting. */
+static struct xa_value *
+from_answer(struct waiter *w, bool timed_out, struct answer_cache *cache)
+{
+    if (!timed_out && w->checked == xa_db_generation()) {
+        return NULL;
+    }
+    char *key = cache ? question_key(w) : NULL;
+    struct answer *known = key ? xa_hmap_get(&cache->map, key) : NULL;
+    if (known) {
+        free(key);
+        key = NULL;
+        if (known->result) {
+            return xa_value_ref(known->result);
+        }
+        if (!timed_out) {
+            w->checked = xa_db_generation();
+            return NULL;
+        }
+    }
     struct xa_txn *t = xa_db_begin_read();
     uint64_t gen;
     struct xa_value *events = collect_events(t, &w->subs, w->since, &gen);
+    bool empty = events->u.arr.n == 0;
+    if (empty) {
+        w->checked = gen;
+    }
+    struct xa_value *result = NULL;
+    if (!empty || timed_out) {
+        result = from_result(t, events, gen); /* takes 'events' */
+    } else {
+        xa_value_unref(events);
+    }
+    xa_db_end(t);
+    if (key) {
+        struct answer *a = xa_calloc(1, sizeof *a);
+        a->result = empty ? NULL : xa_value_ref(result);
+        xa_hmap_put(&cache->map, key, a);
+        free(key);
+    }
+    return result;
+}
+
+/* Tries to answer a waiter now.  Returns true when it was answered. */
+static bool
+try_answer(struct waiter *w, bool timed_out, struct answer_cache *cache)
+{
+    if (w->kind == WAIT_FROM) {
+        struct xa_value *result = from_answer(w, timed_out, cache);
+        if (!result) {
+            return false;
+        }
+        xa_call_finish(w->call, NULL, result);
+        return true;
+    }
+    if (!timed_out && w->checked == xa_db_generation()) {
+        return false;
+    }
+    struct xa_txn *t = xa_db_begin_read();
+    uint64_t gen;
+    struct xa_value *events = collect_events(t, &w->subs, w->since, &gen);
+    xa_db_end(t);
     if (events->u.arr.n == 0 && !timed_out) {
-        xa_db_end(t);
+        w->checked = gen;
         xa_value_unref(events);
         return false;
     }
-    struct xa_value *result = NULL;
-    if (w->kind == WAIT_FROM) {
-        result = from_result(t, events, gen);
-    } else {
-        result = events;
-        pthread_mutex_lock(&lock);
-        for (struct registration *r = registrations; r; r = r->next) {
-            if (xa_str_eq(r->session_ref, w->call->session_ref)) {
-                r->last = gen;
-            }
+    pthread_mutex_lock(&lock);
+    for (struct registration *r = registrations; r; r = r->next) {
+        if (xa_str_eq(r->session_ref, w->call->session_ref)) {
+            r->last = gen;
         }
-        pthread_mutex_unlock(&lock);
     }
-    xa_db_end(t);
-    xa_call_finish(w->call, NULL, result);
+    pthread_mutex_unlock(&lock);
+    xa_call_finish(w->call, NULL, events);
     return true;
 }
 
@@ -300,17 +395,21 @@ event_main(void *arg)
         pthread_mutex_unlock(&lock);
         double now = xa_monotonic();
         struct waiter *keep = NULL;
+        struct answer_cache cache;
+        xa_hmap_init(&cache.map);
         while (list) {
             struct waiter *w = list;
             list = w->next;
             bool timed_out = w->deadline && w->deadline <= now;
-            if (try_answer(w, timed_out)) {
+            if (try_answer(w, timed_out, &cache)) {
                 waiter_free(w);
             } else {
                 w->next = keep;
                 keep = w;
             }
         }
+        cache_clear(&cache);
+        xa_rpc_forget_memo();
         pthread_mutex_lock(&lock);
         while (keep) {
             struct waiter *w = keep;
@@ -326,7 +425,7 @@ event_main(void *arg)
     while (list) {
         struct waiter *w = list;
         list = w->next;
-        try_answer(w, true);
+        try_answer(w, true, NULL);
         waiter_free(w);
     }
     return NULL;
@@ -412,8 +511,11 @@ park(struct waiter *w)
     pthread_mutex_lock(&lock);
     w->next = waiters;
     waiters = w;
-    dirty = true; /* re-check at once: a commit may have slipped in */
-    pthread_cond_signal(&wake);
+    if (xa_db_generation() != w->checked) {
+        /* a commit slipped in after the caller looked: look again now */
+        dirty = true;
+        pthread_cond_signal(&wake);
+    }
     pthread_mutex_unlock(&lock);
 }
 
@@ -445,6 +547,7 @@ xa_impl_event_from(struct xa_call *call, const struct xa_value *classes,
     }
     xa_db_end(t);
     xa_value_unref(events);
+    w->checked = gen;
     w->deadline = xa_monotonic() + (timeout > 86400 ? 86400 : timeout);
     park(w);
     return NULL;
@@ -548,6 +651,7 @@ xa_impl_event_next(struct xa_call *call, struct xa_value **ret)
         return NULL;
     }
     xa_value_unref(events);
+    w->checked = gen;
     park(w);
     return NULL;
 }

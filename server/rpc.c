@@ -48,6 +48,43 @@ respond_text(struct xa_http_request *req, int status, const char *text)
     xa_http_respond(req, status, "text/plain", xa_strdup(text), strlen(text));
 }
 
+/* The XML-RPC bytes of the last shared result this thread encoded.  When
+ * the event thread answers thousands of event.from waiters with one
+ * result value, the body is encoded once and copied for the rest; the
+ * memo holds a reference, so the address cannot be reused by another
+ * value while it is remembered.  Values are immutable once shared. */
+static _Thread_local struct {
+    struct xa_value *value;
+    char *body;
+    size_t len;
+} memo;
+
+void
+xa_rpc_forget_memo(void)
+{
+    xa_value_unref(memo.value);
+    free(memo.body);
+    memo.value = NULL;
+    memo.body = NULL;
+    memo.len = 0;
+}
+
+static void
+write_xml_success(struct xa_buf *out, struct xa_value *ret)
+{
+    if (ret && ret == memo.value) {
+        xa_buf_append(out, memo.body, memo.len);
+        return;
+    }
+    xa_xmlrpc_write_success(out, ret);
+    if (ret && __atomic_load_n(&ret->refs, __ATOMIC_RELAXED) > 1) {
+        xa_rpc_forget_memo();
+        memo.value = xa_value_ref(ret);
+        memo.body = xa_strndup(out->data, out->len);
+        memo.len = out->len;
+    }
+}
+
 static void
 rpc_finish(struct xa_call *call, struct xa_error *err, struct xa_value *ret)
 {
@@ -62,7 +99,7 @@ rpc_finish(struct xa_call *call, struct xa_error *err, struct xa_value *ret)
         } else if (r->bare) {
             xa_xmlrpc_write_bare(&out, ret);
         } else {
-            xa_xmlrpc_write_success(&out, ret);
+            write_xml_success(&out, ret);
         }
     } else {
         if (err) {

@@ -13,4 +13,9 @@ void xa_rpc_http_handler(struct xa_http_request *req, void *ctx);
 void xa_rpc_add_route(const char *method, const char *path, xa_http_handler fn,
                       void *ctx);
 
+/* Drops this thread's memo of the last encoded shared result (see
+ * rpc.c); threads that answer many calls with one value call it when a
+ * batch is done. */
+void xa_rpc_forget_memo(void);
+
 #endif
