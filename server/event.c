@@ -514,8 +514,10 @@ park(struct waiter *w)
     if (xa_db_generation() != w->checked) {
         /* a commit slipped in after the caller looked: look again now */
         dirty = true;
-        pthread_cond_signal(&wake);
     }
+    /* always: the thread may be sleeping without a deadline, or past
+     * this waiter's */
+    pthread_cond_signal(&wake);
     pthread_mutex_unlock(&lock);
 }
 
