@@ -59,6 +59,9 @@ struct xa_hv_domain_config {
     size_t n_disks;
     const struct xa_hv_nic *nics;
     size_t n_nics;
+    /* VM.platform as NULL-terminated key, value, key, value, ... pairs
+     * (backend knobs such as "accel" or "machine"); NULL when empty. */
+    const char *const *platform;
 };
 
 enum xa_hv_state {
@@ -92,6 +95,16 @@ struct xa_hv_guest_info {
 };
 
 void xa_hv_guest_info_free(struct xa_hv_guest_info *g);
+
+/* What one outgoing live migration cost: wall time from the first byte
+ * to the destination running, the pause of the final copy, the memory
+ * sent (all rounds) and the number of pre-copy rounds. */
+struct xa_hv_migration_stats {
+    int64_t total_ms;
+    int64_t downtime_ms;
+    int64_t transferred;
+    int64_t rounds;
+};
 
 enum xa_hv_shutdown_reason {
     XA_HV_POWEROFF,
@@ -149,6 +162,9 @@ struct xa_hv_driver {
                                      bool live);
     struct xa_error *(*migrate_receive)(const struct xa_hv_domain_config *cfg,
                                         int fd, int64_t *domid);
+    /* Figures of the last completed migrate_send of 'uuid', kept after
+     * its domain left; false when none (NULL: the backend keeps none). */
+    bool (*last_migration)(const char *uuid, struct xa_hv_migration_stats *out);
 
     /* Every domain the backend runs, the control domain excluded.
      * '*out' (caller frees with free()) has '*n' entries. */
@@ -179,5 +195,6 @@ void xa_hv_register(const struct xa_hv_driver *drv);
 
 /* The backends built into xapid. */
 extern const struct xa_hv_driver xa_hv_sim_driver;
+extern const struct xa_hv_driver xa_hv_kvm_driver;
 
 #endif

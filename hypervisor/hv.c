@@ -5,6 +5,9 @@
 #include <string.h>
 
 #include "log.h"
+#ifdef XA_HAVE_XEN
+#    include "hypervisor/xen/xen.h"
+#endif
 
 #define MAX_DRIVERS 8
 
@@ -46,6 +49,11 @@ xa_hv_select(const char *name)
 {
     if (n_drivers == 0) {
         xa_hv_register(&xa_hv_sim_driver);
+        xa_hv_register(&xa_hv_kvm_driver);
+#ifdef XA_HAVE_XEN
+        /* Only where libxl was found at build time (CMakeLists.txt). */
+        xa_hv_register(&xa_hv_xen_driver);
+#endif
     }
     for (size_t i = 0; i < n_drivers; i++) {
         if (strcmp(drivers[i]->name, name) == 0) {
@@ -152,6 +160,30 @@ xa_hv_resume(const char *what, const struct xa_hv_domain_config *cfg,
 {
     NEED(resume, what);
     return active->resume(cfg, path, domid);
+}
+
+struct xa_error *
+xa_hv_migrate_send(const char *what, const char *uuid, const char *url,
+                   bool live)
+{
+    NEED(migrate_send, what);
+    return active->migrate_send(uuid, url, live);
+}
+
+struct xa_error *
+xa_hv_migrate_receive(const char *what, const struct xa_hv_domain_config *cfg,
+                      int fd, int64_t *domid)
+{
+    NEED(migrate_receive, what);
+    return active->migrate_receive(cfg, fd, domid);
+}
+
+bool
+xa_hv_last_migration(const char *uuid, struct xa_hv_migration_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    return active && active->last_migration &&
+           active->last_migration(uuid, out);
 }
 
 struct xa_error *

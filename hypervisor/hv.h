@@ -37,6 +37,14 @@ struct xa_error *xa_hv_suspend(const char *what, const char *uuid,
 struct xa_error *xa_hv_resume(const char *what,
                               const struct xa_hv_domain_config *cfg,
                               const char *path, int64_t *domid);
+/* Live migration (hv-driver.h); 'fd' -1 asks a backend for a domain
+ * prepared to take the stream, left paused until the sender is done. */
+struct xa_error *xa_hv_migrate_send(const char *what, const char *uuid,
+                                    const char *url, bool live);
+struct xa_error *xa_hv_migrate_receive(const char *what,
+                                       const struct xa_hv_domain_config *cfg,
+                                       int fd, int64_t *domid);
+bool xa_hv_last_migration(const char *uuid, struct xa_hv_migration_stats *out);
 struct xa_error *xa_hv_list(struct xa_hv_domain_info **out, size_t *n);
 struct xa_error *xa_hv_get_info(const char *uuid,
                                 struct xa_hv_domain_info *out);

@@ -7,7 +7,10 @@
 
 #include "util.h"
 
-enum opt_kind { OPT_STR, OPT_INT, OPT_UINT, OPT_DOUBLE };
+/* OPT_ACTION: a flag without a value that makes xapid do one
+ * administrative job and exit instead of serving; command line only, so a
+ * config file can never stop a server from starting. */
+enum opt_kind { OPT_STR, OPT_INT, OPT_UINT, OPT_DOUBLE, OPT_ACTION };
 
 /* One table drives the command line, the config file and --help. */
 struct option_desc {
@@ -30,10 +33,13 @@ static const struct option_desc options[] = {
      "HTTPS port (0 turns HTTPS off)"},
     {"hypervisor", OPT_STR, OFF(hypervisor), "sim|kvm|xen",
      "hypervisor driver"},
+    {"kvm-accel", OPT_STR, OFF(kvm_accel), "kvm|tcg|auto",
+     "QEMU accelerator of the kvm driver (a VM's platform:accel wins)"},
     {"db", OPT_STR, OFF(db), "sqlite|postgresql://...", "persistence backend"},
     {"root-password-file", OPT_STR, OFF(root_password_file), "FILE",
      "root's password, read at first start"},
-    {"threads", OPT_UINT, OFF(threads), "N", "HTTP threads (0: one per CPU)"},
+    {"threads", OPT_UINT, OFF(threads), "N",
+     "HTTP threads (default 16; 0: one per CPU)"},
     {"workers", OPT_UINT, OFF(workers), "N", "threads running Async tasks"},
     {"session-timeout", OPT_DOUBLE, OFF(session_timeout), "SECONDS",
      "idle time after which a session expires"},
@@ -41,6 +47,23 @@ static const struct option_desc options[] = {
      "sessions one user may hold; the oldest goes beyond it"},
     {"log-level", OPT_STR, OFF(log_level), "LEVEL",
      "error, warn, info or debug"},
+    {"network", OPT_STR, OFF(network), "sim|ovs", "network backend"},
+    {"ovsdb", OPT_STR, OFF(ovsdb), "unix:PATH",
+     "Open vSwitch database socket (network ovs)"},
+    {"ovs-datapath", OPT_STR, OFF(ovs_datapath), "TYPE",
+     "datapath_type of new bridges: netdev (userspace), or OVS's default"},
+    {"net-namespace", OPT_STR, OFF(net_namespace), "FILE",
+     "network namespace (/run/netns/NAME) holding the host's NICs"},
+    {"nics", OPT_STR, OFF(nics), "DEV,DEV",
+     "the host's NICs (default: every physical device found)"},
+    {"pool-heartbeat", OPT_DOUBLE, OFF(pool_heartbeat), "SECONDS",
+     "longest interval between a pool member's heartbeats"},
+    {"pool-live-timeout", OPT_DOUBLE, OFF(pool_live_timeout), "SECONDS",
+     "silence after which the master marks a member not live"},
+    {"check-db", OPT_ACTION, OFF(check_db), "",
+     "check the state directory's database, print OK or the problem, exit"},
+    {"regenerate-cert", OPT_ACTION, OFF(regenerate_cert), "",
+     "replace the host certificate and key, print the fingerprint, exit"},
 };
 
 static void
@@ -49,14 +72,27 @@ set_defaults(struct xa_config *c)
     memset(c, 0, sizeof *c);
     c->state_dir = xa_strdup("/var/lib/xapid");
     c->bind = xa_strdup("0.0.0.0");
-    c->http_port = 80;
+    /* HTTPS only unless plain HTTP is asked for, as xapi's https-only */
+    c->http_port = 0;
     c->https_port = 443;
     c->hypervisor = xa_strdup("sim");
+    c->kvm_accel = xa_strdup("auto");
     c->db = xa_strdup("sqlite");
+    /* A handler that waits (a commit's fsync, a call forwarded to a pool
+     * member) holds its libmicrohttpd thread, and every connection that
+     * thread polls, until it is done: keep enough of them. */
+    c->threads = 16;
     c->workers = 8;
     c->session_timeout = 24 * 3600;
     c->sessions_per_user = 500;
     c->log_level = xa_strdup("info");
+    c->network = xa_strdup("sim");
+    c->ovsdb = xa_strdup("unix:/var/run/openvswitch/db.sock");
+    c->ovs_datapath = xa_strdup("");
+    c->net_namespace = xa_strdup("");
+    c->nics = xa_strdup("");
+    c->pool_heartbeat = 5;
+    c->pool_live_timeout = 30;
 }
 
 static struct xa_error *
@@ -90,6 +126,8 @@ apply(struct xa_config *c, const struct option_desc *o, const char *value)
         *(double *)p = v;
         return NULL;
     }
+    case OPT_ACTION:
+        break; /* not from files: see enum opt_kind */
     }
     return xa_error_new("INVALID_VALUE", 2, o->name, value);
 }
@@ -145,7 +183,8 @@ usage(void)
            "A XenAPI management server.\n\n");
     for (size_t i = 0; i < XA_ARRAY_SIZE(options); i++) {
         char left[64];
-        snprintf(left, sizeof left, "--%s %s", options[i].name, options[i].arg);
+        snprintf(left, sizeof left, "--%s%s%s", options[i].name,
+                 *options[i].arg ? " " : "", options[i].arg);
         printf("  %-36s %s\n", left, options[i].help);
     }
     printf("  %-36s %s\n", "--config FILE",
@@ -174,14 +213,21 @@ xa_config_parse(struct xa_config *c, int argc, char **argv, bool *ret_exit)
             *ret_exit = true;
             return NULL;
         }
-        if (strncmp(a, "--", 2) != 0 || i + 1 >= argc) {
+        if (strncmp(a, "--", 2) != 0) {
+            return xa_error_new("INVALID_VALUE", 2, "option", a);
+        }
+        const struct option_desc *o = find(a + 2);
+        if (o && o->kind == OPT_ACTION) {
+            *(bool *)((char *)c + o->offset) = true;
+            continue;
+        }
+        if (i + 1 >= argc) {
             return xa_error_new("INVALID_VALUE", 2, "option", a);
         }
         if (strcmp(a, "--config") == 0) {
             i++;
             continue;
         }
-        const struct option_desc *o = find(a + 2);
         if (!o) {
             return xa_error_new("INVALID_VALUE", 2, "option", a);
         }

@@ -13,13 +13,27 @@ struct xa_config {
     int http_port;            /* 0: no plain HTTP */
     int https_port;           /* 0: no HTTPS */
     char *hypervisor;         /* sim | kvm | xen */
+    char *kvm_accel;          /* kvm backend: kvm | tcg | auto */
     char *db;                 /* "sqlite" or "postgresql://..." */
     char *root_password_file; /* read at first start */
     unsigned threads;         /* HTTP threads */
     unsigned workers;         /* task worker threads */
     double session_timeout;   /* seconds idle before a session expires */
     unsigned sessions_per_user;
-    char *log_level; /* error | warn | info | debug */
+    char *log_level;     /* error | warn | info | debug */
+    char *network;       /* sim | ovs */
+    char *ovsdb;         /* unix:PATH of ovsdb-server */
+    char *ovs_datapath;  /* datapath_type of new bridges, "" default */
+    char *net_namespace; /* netns file holding the NICs, "" own */
+    char *nics;          /* comma-separated NIC names, "" discover */
+    /* Pools: a member's longest silence between two heartbeats (its
+     * replication long-poll), and the silence after which the master
+     * marks it not live. */
+    double pool_heartbeat;
+    double pool_live_timeout;
+    /* one-off jobs instead of serving (server/admin.h) */
+    bool check_db;
+    bool regenerate_cert;
 };
 
 /* Fills 'cfg' from argv (and a --config file).  Returns an error for bad

@@ -8,6 +8,7 @@
 
 #include "db/db.h"
 #include "log.h"
+#include "pool/pool.h"
 #include "rbac.h"
 #include "session.h"
 #include "task.h"
@@ -287,6 +288,12 @@ xa_dispatch_invoke(struct xa_call *call, struct xa_value *const *args,
                    struct xa_value **ret)
 {
     *ret = NULL;
+    /* In a pool, work that belongs to another host runs there. */
+    bool handled = false;
+    struct xa_error *err = xa_pool_forward(call, args, ret, &handled);
+    if (handled) {
+        return err;
+    }
     return call->msg->fn(call, args, ret);
 }
 
@@ -368,6 +375,9 @@ xa_dispatch(struct xa_call *call, const struct xa_value *params, bool *bare)
         if (!err) {
             err = xa_rbac_check(call, m);
         }
+        if (!err) {
+            err = xa_pool_check_call(call, m);
+        }
         if (err) {
             finish_now(call, err, NULL);
             return;
@@ -396,6 +406,9 @@ xa_dispatch(struct xa_call *call, const struct xa_value *params, bool *bare)
     } else {
         struct xa_value *ret = NULL;
         bool deferred = false;
+        /* xa_call_defer() writes it and clears the pointer; if not
+         * deferred, it is cleared below before this frame ends */
+        // cppcheck-suppress autoVariables
         call->deferred_out = &deferred;
         err = xa_dispatch_invoke(call, args, &ret);
         /* once deferred, 'call' may already be answered and freed */

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "accounts.h"
+#include "admin.h"
 #include "api/api.h"
 #include "bootstrap.h"
 #include "config.h"
@@ -20,7 +21,10 @@
 #include "http/cert.h"
 #include "http/http.h"
 #include "hypervisor/hv.h"
+#include "hypervisor/kvm/kvm.h"
 #include "log.h"
+#include "network/net.h"
+#include "pool/pool.h"
 #include "rpc.h"
 #include "self.h"
 #include "session.h"
@@ -120,6 +124,11 @@ main(int argc, char **argv)
         return 0;
     }
     xa_log_set_level(log_level(cfg.log_level));
+    if (xa_admin_wanted(&cfg)) { /* --check-db, --regenerate-cert */
+        int rc = xa_admin_run(&cfg);
+        xa_config_free(&cfg);
+        return rc;
+    }
     /* Large replies (get_all_records of thousands of objects) are built
      * in big buffers.  By default glibc maps and unmaps each one, so every
      * call faults all its pages in afresh; keeping freed memory in the
@@ -168,17 +177,39 @@ main(int argc, char **argv)
         .state_dir = cfg.state_dir,
     };
     char *host_ref = NULL;
-    err = xa_bootstrap(&bo, &host_ref);
+    /* The pool secret exists before the pool reads it; a pool member
+     * takes its rows from its replica instead of bootstrapping. */
+    free(pool_secret(cfg.state_dir));
+    struct xa_pool_config pc = {
+        .state_dir = cfg.state_dir,
+        .https_port = cfg.https_port,
+        .heartbeat = cfg.pool_heartbeat,
+        .live_timeout = cfg.pool_live_timeout,
+        .argv = argv,
+    };
+    err = xa_pool_init(&pc);
+    if (!err) {
+        err = xa_pool_is_member() ? xa_pool_member_self(&host_ref)
+                                  : xa_bootstrap(&bo, &host_ref);
+    }
     if (err) {
         return fail(err, "first start");
     }
     xa_self_set_host(host_ref);
     free(host_ref);
+    xa_pool_start();
+    xa_kvm_configure(cfg.kvm_accel);
     err = xa_hv_select(cfg.hypervisor);
     if (err) {
         return fail(err, "hypervisor driver");
     }
+    err = xa_net_select_ext(cfg.network, cfg.ovsdb, cfg.ovs_datapath,
+                            cfg.net_namespace);
+    if (err) {
+        return fail(err, "network driver");
+    }
     xa_api_init();
+    xa_net_api_init(cfg.nics);
 
     char *secret = pool_secret(cfg.state_dir);
     struct xa_session_config sc = {
@@ -192,6 +223,7 @@ main(int argc, char **argv)
     xa_event_start();
     xa_task_start_workers(cfg.workers);
     xa_timer_after(60, sweep, NULL);
+    xa_net_start();
 
     char *cert = NULL, *key = NULL;
     if (cfg.https_port) {
@@ -228,10 +260,12 @@ main(int argc, char **argv)
     sigwait(&stop_signals, &sig);
     xa_log_info("main", "signal %d: stopping", sig);
     xa_event_stop(); /* answers parked event.from calls */
+    xa_pool_stop();  /* answers parked replication calls */
     xa_http_stop(http);
     xa_task_stop_workers();
     xa_timer_stop();
     xa_session_shutdown();
+    xa_net_shutdown();
     xa_hv_shutdown_driver();
     xa_db_close();
     free(cert);

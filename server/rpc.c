@@ -1,6 +1,7 @@
 /* rpc.c - see rpc.h. */
 #include "rpc.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,6 +70,24 @@ xa_rpc_forget_memo(void)
     memo.len = 0;
 }
 
+/* The HTTP library's threads end without telling us, so a thread that
+ * memoised something frees it at exit through a key's destructor. */
+static pthread_key_t memo_key;
+static pthread_once_t memo_key_once = PTHREAD_ONCE_INIT;
+
+static void
+memo_at_thread_exit(void *unused)
+{
+    XA_UNUSED(unused);
+    xa_rpc_forget_memo();
+}
+
+static void
+memo_key_create(void)
+{
+    pthread_key_create(&memo_key, memo_at_thread_exit);
+}
+
 static void
 write_xml_success(struct xa_buf *out, struct xa_value *ret)
 {
@@ -79,6 +98,8 @@ write_xml_success(struct xa_buf *out, struct xa_value *ret)
     xa_xmlrpc_write_success(out, ret);
     if (ret && __atomic_load_n(&ret->refs, __ATOMIC_RELAXED) > 1) {
         xa_rpc_forget_memo();
+        pthread_once(&memo_key_once, memo_key_create);
+        pthread_setspecific(memo_key, &memo); /* non-NULL: run at exit */
         memo.value = xa_value_ref(ret);
         memo.body = xa_strndup(out->data, out->len);
         memo.len = out->len;

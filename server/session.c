@@ -11,6 +11,7 @@
 #include "event.h"
 #include "hmap.h"
 #include "log.h"
+#include "pool/pool.h"
 #include "rbac.h"
 #include "self.h"
 #include "timer.h"
@@ -25,6 +26,7 @@ struct session {
     unsigned roles;
     bool superuser;
     bool pool;
+    bool local;         /* slave_local_login: served by a member itself */
     double last_active; /* monotonic */
     double created;     /* monotonic, for "oldest" */
 };
@@ -166,6 +168,7 @@ open_session(const char *user, const char *originator, unsigned roles,
              bool superuser, bool pool, struct xa_value **ret)
 {
     struct session *s = xa_calloc(1, sizeof *s);
+    s->local = strcmp(originator, "local") == 0;
     s->ref = xa_ref_new();
     s->user = xa_strdup(user);
     s->originator = xa_strdup(originator);
@@ -252,6 +255,14 @@ static struct xa_error *
 login(struct xa_call *call, const char *uname, const char *pwd,
       const char *originator, struct xa_value **ret)
 {
+    if (xa_pool_is_member() && strcmp(originator, "local") != 0) {
+        /* Clients talk to the master: tell them where it is. */
+        char *master = xa_pool_master_address();
+        struct xa_error *e =
+            xa_error_new("HOST_IS_SLAVE", 1, master ? master : "");
+        free(master);
+        return e;
+    }
     const char *role = NULL;
     if (!xa_accounts_verify(uname, pwd, &role)) {
         return auth_failed(call, uname,
@@ -282,14 +293,17 @@ xa_impl_session_slave_local_login_with_password(struct xa_call *call,
                                                 const char *pwd,
                                                 struct xa_value **ret)
 {
-    return login(call, uname, pwd, "", ret);
+    return login(call, uname, pwd, "local", ret);
 }
 
 struct xa_error *
 xa_impl_session_slave_login(struct xa_call *call, const char *host,
                             const char *psecret, struct xa_value **ret)
 {
-    if (!config.pool_secret || strcmp(psecret, config.pool_secret) != 0) {
+    pthread_mutex_lock(&lock);
+    bool ok = config.pool_secret && strcmp(psecret, config.pool_secret) == 0;
+    pthread_mutex_unlock(&lock);
+    if (!ok) {
         return auth_failed(call, host, "Pool credentials invalid");
     }
     forget_failures(call->remote_addr);
@@ -386,6 +400,40 @@ xa_session_expire(void)
             pthread_mutex_lock(&lock);
         }
     }
+    /* Failure counts reset after a minute of quiet anyway (see
+     * failure_delay): forget such addresses so the table stays bounded. */
+    size_t m = 0;
+    char **addrs = xa_calloc(xa_hmap_count(&failed) + 1, sizeof *addrs);
+    XA_HMAP_FOR_EACH (slot, &failed) {
+        const struct failures *f = slot->val;
+        if (now - f->last > 60) {
+            addrs[m++] = xa_strdup(slot->key);
+        }
+    }
+    for (size_t i = 0; i < m; i++) {
+        free(xa_hmap_remove(&failed, addrs[i]));
+        free(addrs[i]);
+    }
     pthread_mutex_unlock(&lock);
+    free(addrs);
     free(refs);
+}
+
+void
+xa_session_set_pool_secret(const char *secret)
+{
+    pthread_mutex_lock(&lock);
+    free((char *)config.pool_secret);
+    config.pool_secret = secret ? xa_strdup(secret) : NULL;
+    pthread_mutex_unlock(&lock);
+}
+
+bool
+xa_session_is_local(const char *ref)
+{
+    pthread_mutex_lock(&lock);
+    struct session *s = ref ? xa_hmap_get(&sessions, ref) : NULL;
+    bool local = s && s->local;
+    pthread_mutex_unlock(&lock);
+    return local;
 }

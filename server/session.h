@@ -21,5 +21,10 @@ void xa_session_shutdown(void);
 struct xa_error *xa_session_check(const char *ref, struct xa_call *call);
 /* Drops sessions idle longer than the timeout. */
 void xa_session_expire(void);
+/* Replaces the pool secret (a host joining a pool takes the pool's). */
+void xa_session_set_pool_secret(const char *secret);
+/* True for a session from slave_local_login_with_password: on a pool
+ * member it may read the replica and make the emergency calls. */
+bool xa_session_is_local(const char *ref);
 
 #endif

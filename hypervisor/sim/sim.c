@@ -64,6 +64,8 @@ struct sim_domain {
     bool hvm;
     double start_time;   /* wall clock, for VM_metrics */
     double started_mono; /* monotonic, for the agent delay */
+    bool local_incoming; /* a localhost migration is under way */
+    int64_t local_domid; /* the id it will end with */
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -77,6 +79,10 @@ static uint64_t faults[MAX_FAULTS]; /* (op << 32) | call number */
 static size_t n_faults;
 static int64_t delay_ms[OP__MAX];
 static int64_t agent_delay_ms;
+/* the live-migration model (see migration_model) */
+static double mig_bw = 10000.0 * 1e6 / 8; /* bytes/s: 10 Gbit/s */
+static double mig_dirty = 64.0 * MIB;     /* bytes/s the guest dirties */
+static double mig_scale = 0.001;
 
 static int
 op_index(const char *name, size_t len)
@@ -225,6 +231,18 @@ sim_init(void)
                          mb > 0 ? mb * MIB : 0) != 0) {
         return xa_error_internal("cannot parse XAPID_SIM_FAULTS or "
                                  "XAPID_SIM_DELAY_MS");
+    }
+    int64_t v = env_int("XAPID_SIM_MIGRATE_MBIT", 0);
+    if (v > 0) {
+        mig_bw = (double)v * 1e6 / 8;
+    }
+    v = env_int("XAPID_SIM_DIRTY_MB", -1);
+    if (v >= 0) {
+        mig_dirty = (double)v * MIB;
+    }
+    v = env_int("XAPID_SIM_MIGRATE_SCALE_PERMILLE", -1);
+    if (v >= 0) {
+        mig_scale = (double)v / 1000.0;
     }
     return NULL;
 }
@@ -477,26 +495,102 @@ sim_resume(const struct xa_hv_domain_config *cfg, const char *path,
     return err;
 }
 
+/* The pre-copy model of a live migration: round 0 sends all memory,
+ * each later round what the guest dirtied while the previous one was on
+ * the wire, until what is left fits the downtime target or the rounds
+ * stop shrinking it; then the domain pauses for the final copy.  The
+ * figures are those of a real link (mig_bw, mig_dirty); the sleep is
+ * that time times mig_scale, so hundreds of migrations take seconds. */
+#define MIG_MAX_ROUNDS     8
+#define MIG_TARGET_DOWN_MS 30 /* what the final copy may take */
+#define MIG_FIXED_DOWN_MS  2  /* device state, unpause on the receiver */
+
+static struct xa_hv_migration_stats
+migration_model(int64_t memory, bool live)
+{
+    struct xa_hv_migration_stats st = {0};
+    double left = (double)memory, secs = 0, sent = 0;
+    if (live) {
+        double target = mig_bw * MIG_TARGET_DOWN_MS / 1000.0;
+        for (int r = 0; r < MIG_MAX_ROUNDS; r++) {
+            double t = left / mig_bw;
+            sent += left;
+            secs += t;
+            st.rounds++;
+            double dirty = mig_dirty * t;
+            if (dirty > (double)memory) {
+                dirty = (double)memory;
+            }
+            bool shrinking = dirty < left * 0.9;
+            left = dirty;
+            if (left <= target || !shrinking) {
+                break;
+            }
+        }
+    }
+    double down = left / mig_bw + MIG_FIXED_DOWN_MS / 1000.0;
+    sent += left;
+    secs += down;
+    st.total_ms = (int64_t)(secs * 1000.0 + 0.5);
+    st.downtime_ms = (int64_t)(down * 1000.0 + 0.5);
+    st.transferred = (int64_t)sent;
+    return st;
+}
+
+/* Figures of finished migrations, after their domains left. */
+static struct {
+    char uuid[37];
+    struct xa_hv_migration_stats s;
+} mig_done[64];
+static size_t mig_next;
+
 static struct xa_error *
 sim_migrate_send(const char *uuid, const char *url, bool live)
 {
     XA_UNUSED(url);
-    XA_UNUSED(live);
     struct xa_error *err = enter(OP_MIGRATE_SEND);
     if (err) {
         return err;
     }
     pthread_mutex_lock(&lock);
     struct sim_domain *d = xa_hmap_get(&domains, uuid);
+    int64_t mem = d ? d->memory : 0;
+    pthread_mutex_unlock(&lock);
     if (!d) {
-        err = no_domain(uuid);
+        return no_domain(uuid);
+    }
+    struct xa_hv_migration_stats st = migration_model(mem, live);
+    /* The guest keeps running during the rounds: sleep unlocked. */
+    double wait = (double)st.total_ms / 1000.0 * mig_scale;
+    if (wait > 0) {
+        struct timespec ts = {(time_t)wait,
+                              (long)((wait - (double)(time_t)wait) * 1e9)};
+        nanosleep(&ts, NULL);
+    }
+    pthread_mutex_lock(&lock);
+    d = xa_hmap_get(&domains, uuid);
+    if (!d) {
+        err = xa_error_internal("sim: VM %s vanished during migration", uuid);
+    } else if (d->local_incoming) {
+        /* localhost migration: the same table entry becomes the new
+         * domain under the id the receiver handed out */
+        d->domid = d->local_domid;
+        d->local_incoming = false;
     } else {
         drop_domain(d); /* it lives on the receiver now */
+    }
+    if (!err) {
+        snprintf(mig_done[mig_next].uuid, 37, "%s", uuid);
+        mig_done[mig_next].s = st;
+        mig_next = (mig_next + 1) % XA_ARRAY_SIZE(mig_done);
     }
     pthread_mutex_unlock(&lock);
     return err;
 }
 
+/* Builds the incoming domain paused; the caller unpauses it once the
+ * sender is done, or destroys it when the sender failed.  A domain of
+ * the same VM already here means a localhost migration. */
 static struct xa_error *
 sim_migrate_receive(const struct xa_hv_domain_config *cfg, int fd,
                     int64_t *domid)
@@ -507,9 +601,34 @@ sim_migrate_receive(const struct xa_hv_domain_config *cfg, int fd,
         return err;
     }
     pthread_mutex_lock(&lock);
-    err = add_domain(cfg, XA_HV_RUNNING, domid);
+    struct sim_domain *d = xa_hmap_get(&domains, cfg->uuid);
+    if (d) {
+        d->local_incoming = true;
+        d->local_domid = next_domid++;
+        *domid = d->local_domid;
+    } else {
+        err = add_domain(cfg, XA_HV_PAUSED, domid);
+    }
     pthread_mutex_unlock(&lock);
     return err;
+}
+
+static bool
+sim_last_migration(const char *uuid, struct xa_hv_migration_stats *out)
+{
+    bool found = false;
+    pthread_mutex_lock(&lock);
+    /* newest first: the ring may hold several of the same VM */
+    for (size_t i = 0; i < XA_ARRAY_SIZE(mig_done) && !found; i++) {
+        size_t k = (mig_next + XA_ARRAY_SIZE(mig_done) - 1 - i) %
+                   XA_ARRAY_SIZE(mig_done);
+        if (strcmp(mig_done[k].uuid, uuid) == 0) {
+            *out = mig_done[k].s;
+            found = true;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    return found;
 }
 
 static void
@@ -724,6 +843,7 @@ const struct xa_hv_driver xa_hv_sim_driver = {
     .resume = sim_resume,
     .migrate_send = sim_migrate_send,
     .migrate_receive = sim_migrate_receive,
+    .last_migration = sim_last_migration,
     .list = sim_list,
     .get_info = sim_get_info,
     .guest_info = sim_guest_info,

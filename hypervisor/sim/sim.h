@@ -10,7 +10,11 @@
  *   XAPID_SIM_AGENT_DELAY_MS="500"  the guest agent reports this long
  *       after the domain starts (default: at once);
  *   XAPID_SIM_HOST_MEMORY_MB="65536"  the host's memory (default: the
- *       machine's).
+ *       machine's);
+ *   XAPID_SIM_MIGRATE_MBIT="10000", XAPID_SIM_DIRTY_MB="64" (per second)
+ *       the link and dirty rate of the live-migration model, and
+ *       XAPID_SIM_MIGRATE_SCALE_PERMILLE="1": the real time a migration
+ *       sleeps, per mille of the modelled time.
  * Operation names: create, unpause, pause, shutdown, destroy, hard_reboot,
  * suspend, resume, migrate_send, migrate_receive, plug_disk, unplug_disk,
  * plug_nic, unplug_nic, set_memory_target. */

@@ -8,4 +8,5 @@ xa_api_init(void)
 {
     /* Class modules add their registration calls here as they land. */
     xa_vm_startup();
+    xa_console_http_init();
 }

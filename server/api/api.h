@@ -5,5 +5,7 @@
 #define XA_API_H
 
 void xa_api_init(void);
+/* CONNECT /console (console_http.c). */
+void xa_console_http_init(void);
 
 #endif

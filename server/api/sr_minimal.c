@@ -13,34 +13,58 @@
 #include <string.h>
 
 #include "api/implicit.h"
+#include "api/sr_api.h"
 #include "api/vm.h"
 #include "log.h"
 #include "self.h"
 #include "storage/sr.h"
 #include "xa-impl.h"
 
-#define NULL_REF "OpaqueRef:NULL"
+#define NULL_REF XA_NULL_REF
 
-/* An SR as the backend sees it, with the strings it owns. */
-struct sr_info {
-    struct xa_sr_ctx ctx;
-    char *uuid, *type, *path;
-};
-
-static void
-sr_info_free(struct sr_info *s)
+void
+xa_sr_info_free(struct xa_sr_info *s)
 {
     free(s->uuid);
     free(s->type);
     free(s->path);
+    free(s->pbd);
+    xa_value_unref(s->dc);
     memset(s, 0, sizeof *s);
+}
+
+/* Where an SR's images are on this host (see struct xa_sr_ctx). */
+static char *
+sr_dir(const char *uuid, const struct xa_value *dc)
+{
+    const char *p = dc ? xa_struct_get_str(dc, "location") : NULL;
+    if (!p || !*p) {
+        p = dc ? xa_struct_get_str(dc, "path") : NULL;
+    }
+    return p && *p ? xa_strdup(p)
+                   : xa_asprintf("%s/sr/%s", xa_self_state_dir(), uuid);
+}
+
+void
+xa_sr_info_make(struct xa_sr_info *s, const char *uuid, const char *type,
+                const struct xa_value *dc, bool shared)
+{
+    memset(s, 0, sizeof *s);
+    s->uuid = xa_strdup(uuid);
+    s->type = xa_strdup(type);
+    s->dc = dc ? xa_value_ref((struct xa_value *)dc) : xa_struct();
+    s->path = sr_dir(uuid, s->dc);
+    s->ctx.uuid = s->uuid;
+    s->ctx.type = s->type;
+    s->ctx.path = s->path;
+    s->ctx.device_config = s->dc;
+    s->ctx.shared = shared;
 }
 
 struct pbd_find {
     struct xa_txn *t;
     const char *sr;
-    char *path;
-    bool found;
+    char *pbd;
 };
 
 static bool
@@ -53,38 +77,43 @@ find_pbd(const char *ref, void *ctx)
                xa_self_host()) != 0) {
         return true;
     }
-    f->found = true;
-    const char *p = xa_api_map_get(f->t, &xa_cls_PBD, ref,
-                                   XA_F(xa_cls_PBD, "device_config"), "path");
-    if (p && *p) {
-        f->path = xa_strdup(p);
-    }
+    f->pbd = xa_strdup(ref);
     return false;
 }
 
-/* Fills 's' for 'sr' from the SR row and this host's PBD. */
-static struct xa_error *
-sr_info_read(struct xa_txn *t, const char *sr, struct sr_info *s)
+struct xa_error *
+xa_sr_info_read(struct xa_txn *t, const char *sr, struct xa_sr_info *s)
 {
     memset(s, 0, sizeof *s);
     if (!xa_db_exists(t, &xa_cls_SR, sr)) {
         return xa_error_handle_invalid("SR", sr);
     }
-    s->uuid = xa_strdup(xa_api_str(t, &xa_cls_SR, sr, XA_F(xa_cls_SR, "uuid")));
-    s->type = xa_strdup(xa_api_str(t, &xa_cls_SR, sr, XA_F(xa_cls_SR, "type")));
-    struct pbd_find f = {t, sr, NULL, false};
+    struct pbd_find f = {t, sr, NULL};
     xa_db_foreach(t, &xa_cls_PBD, find_pbd, &f);
-    s->path =
-        f.path ? f.path : xa_asprintf("%s/sr/%s", xa_self_state_dir(), s->uuid);
-    s->ctx.uuid = s->uuid;
-    s->ctx.type = s->type;
-    s->ctx.path = s->path;
-    if (!f.found) {
-        struct xa_error *e = xa_error_new("SR_HAS_NO_PBDS", 1, sr);
-        sr_info_free(s);
-        return e;
+    if (!f.pbd) {
+        return xa_error_new("SR_HAS_NO_PBDS", 1, sr);
     }
+    struct xa_value *dc = xa_db_get_field(t, &xa_cls_PBD, f.pbd,
+                                          XA_F(xa_cls_PBD, "device_config"));
+    xa_sr_info_make(s, xa_api_str(t, &xa_cls_SR, sr, XA_F(xa_cls_SR, "uuid")),
+                    xa_api_str(t, &xa_cls_SR, sr, XA_F(xa_cls_SR, "type")), dc,
+                    xa_api_bool(t, &xa_cls_SR, sr, XA_F(xa_cls_SR, "shared")));
+    xa_value_unref(dc);
+    s->pbd = f.pbd;
+    s->attached = xa_api_bool(t, &xa_cls_PBD, f.pbd,
+                              XA_F(xa_cls_PBD, "currently_attached"));
     return NULL;
+}
+
+struct xa_error *
+xa_sr_info_plugged(struct xa_txn *t, const char *sr, struct xa_sr_info *s)
+{
+    struct xa_error *err = xa_sr_info_read(t, sr, s);
+    if (!err && !s->attached) {
+        xa_sr_info_free(s);
+        err = xa_error_new("SR_NOT_ATTACHED", 1, sr);
+    }
+    return err;
 }
 
 struct first_sr {
@@ -153,9 +182,8 @@ virtual_allocation(struct xa_txn *t, const char *sr)
     return sum;
 }
 
-/* Refreshes an SR's size fields ('st' read before the transaction). */
-static struct xa_error *
-sr_sizes(struct xa_txn *t, const char *sr, const struct xa_sr_stat *st)
+struct xa_error *
+xa_sr_sizes(struct xa_txn *t, const char *sr, const struct xa_sr_stat *st)
 {
     struct xa_error *err = NULL;
     if (st) {
@@ -175,11 +203,10 @@ sr_sizes(struct xa_txn *t, const char *sr, const struct xa_sr_stat *st)
     return err;
 }
 
-/* SR_FULL unless the SR's filesystem can still hold 'size' bytes.  The
- * local SR is thin, so it is the physically free space that counts, not
- * the sum of virtual sizes. */
-static struct xa_error *
-check_space(const struct xa_sr_stat *st, int64_t size)
+/* The SRs are thin, so it is the physically free space that counts,
+ * not the sum of virtual sizes. */
+struct xa_error *
+xa_sr_check_space(const struct xa_sr_stat *st, int64_t size)
 {
     int64_t free_bytes = st->physical_size - st->physical_utilisation;
     if (size > free_bytes) {
@@ -207,11 +234,10 @@ vdi_allowed_ops(bool in_use)
     return a;
 }
 
-/* Creates the VDI row for a file the backend has made.  'extra' (taken,
- * may be NULL) adds or overrides fields. */
-static struct xa_error *
-record_vdi(struct xa_txn *t, const char *ref, const char *uuid, const char *sr,
-           const struct xa_sr_vdi *v, struct xa_value *extra)
+struct xa_error *
+xa_sr_record_vdi(struct xa_txn *t, const char *ref, const char *uuid,
+                 const char *sr, const struct xa_sr_vdi *v,
+                 struct xa_value *extra)
 {
     struct xa_value *rec = xa_struct();
     xa_struct_set(rec, "uuid", xa_string(uuid));
@@ -224,21 +250,24 @@ record_vdi(struct xa_txn *t, const char *ref, const char *uuid, const char *sr,
     xa_struct_set(rec, "storage_lock", xa_bool(false));
     xa_struct_set(rec, "parent", xa_string(NULL_REF));
     xa_struct_set(rec, "allowed_operations", vdi_allowed_ops(false));
+    if (v->read_only) {
+        xa_struct_set(rec, "read_only", xa_bool(true));
+    }
     for (size_t i = 0; extra && i < extra->u.st.n; i++) {
         xa_struct_set(rec, extra->u.st.m[i].key,
                       xa_value_ref(extra->u.st.m[i].val));
     }
     xa_value_unref(extra);
     struct xa_error *err = xa_db_create(t, &xa_cls_VDI, ref, rec);
-    return err ? err : sr_sizes(t, sr, NULL);
+    return err ? err : xa_sr_sizes(t, sr, NULL);
 }
 
 static struct xa_error *
 make_vdi(const char *sr, int64_t size, struct xa_value *fields, char **ret)
 {
     struct xa_txn *t = xa_db_begin_read();
-    struct sr_info s;
-    struct xa_error *err = sr_info_read(t, sr, &s);
+    struct xa_sr_info s;
+    struct xa_error *err = xa_sr_info_plugged(t, sr, &s);
     xa_db_end(t);
     if (err) {
         xa_value_unref(fields);
@@ -247,7 +276,7 @@ make_vdi(const char *sr, int64_t size, struct xa_value *fields, char **ret)
     struct xa_sr_stat st;
     err = xa_sr_stat(&s.ctx, &st);
     if (!err) {
-        err = check_space(&st, size);
+        err = xa_sr_check_space(&st, size);
     }
     char uuid[37];
     xa_uuid_generate(uuid);
@@ -256,15 +285,15 @@ make_vdi(const char *sr, int64_t size, struct xa_value *fields, char **ret)
         err = xa_sr_vdi_create(&s.ctx, uuid, size, &v);
     }
     if (err) {
-        sr_info_free(&s);
+        xa_sr_info_free(&s);
         xa_value_unref(fields);
         return err;
     }
     char *ref = xa_ref_new();
     t = xa_db_begin_write();
-    err = record_vdi(t, ref, uuid, sr, &v, fields);
+    err = xa_sr_record_vdi(t, ref, uuid, sr, &v, fields);
     if (!err) {
-        err = sr_sizes(t, sr, &st);
+        err = xa_sr_sizes(t, sr, &st);
     }
     err = xa_api_finish(t, err);
     if (err) {
@@ -274,7 +303,7 @@ make_vdi(const char *sr, int64_t size, struct xa_value *fields, char **ret)
         *ret = ref;
     }
     free(v.location);
-    sr_info_free(&s);
+    xa_sr_info_free(&s);
     return err;
 }
 
@@ -338,9 +367,8 @@ vdi_create(struct xa_call *call, struct xa_value *const *args,
     return err;
 }
 
-/* True when a running or paused VM has 'vdi' plugged. */
-static bool
-vdi_in_use(struct xa_txn *t, const char *vdi)
+bool
+xa_vdi_in_use(struct xa_txn *t, const char *vdi)
 {
     struct xa_value *vbds =
         xa_db_get_field(t, &xa_cls_VDI, vdi, XA_F(xa_cls_VDI, "VBDs"));
@@ -360,8 +388,8 @@ vdi_in_use(struct xa_txn *t, const char *vdi)
 
 /* Removes the row of 'vdi' and the VBDs that pointed at it (their VMs
  * are halted: a disk that no longer exists cannot stay attached). */
-static struct xa_error *
-forget_vdi(struct xa_txn *t, const char *vdi)
+struct xa_error *
+xa_vdi_forget_row(struct xa_txn *t, const char *vdi)
 {
     struct xa_value *vbds =
         xa_db_get_field(t, &xa_cls_VDI, vdi, XA_F(xa_cls_VDI, "VBDs"));
@@ -375,23 +403,22 @@ forget_vdi(struct xa_txn *t, const char *vdi)
             xa_strdup(xa_api_str(t, &xa_cls_VDI, vdi, XA_F(xa_cls_VDI, "SR")));
         err = xa_db_destroy(t, &xa_cls_VDI, vdi);
         if (!err && xa_db_exists(t, &xa_cls_SR, sr)) {
-            err = sr_sizes(t, sr, NULL);
+            err = xa_sr_sizes(t, sr, NULL);
         }
         free(sr);
     }
     return err;
 }
 
-/* Reads what removing a VDI's image needs. */
-static struct xa_error *
-vdi_locate(struct xa_txn *t, const char *vdi, struct sr_info *s,
-           char **location)
+struct xa_error *
+xa_vdi_locate(struct xa_txn *t, const char *vdi, struct xa_sr_info *s,
+              char **location)
 {
     if (!xa_db_exists(t, &xa_cls_VDI, vdi)) {
         return xa_error_handle_invalid("VDI", vdi);
     }
     const char *sr = xa_api_str(t, &xa_cls_VDI, vdi, XA_F(xa_cls_VDI, "SR"));
-    struct xa_error *err = sr_info_read(t, sr, s);
+    struct xa_error *err = xa_sr_info_plugged(t, sr, s);
     if (!err) {
         *location = xa_strdup(
             xa_api_str(t, &xa_cls_VDI, vdi, XA_F(xa_cls_VDI, "location")));
@@ -403,9 +430,9 @@ struct xa_error *
 xa_vdi_remove(const char *vdi)
 {
     struct xa_txn *t = xa_db_begin_read();
-    struct sr_info s;
+    struct xa_sr_info s;
     char *loc = NULL;
-    struct xa_error *err = vdi_locate(t, vdi, &s, &loc);
+    struct xa_error *err = xa_vdi_locate(t, vdi, &s, &loc);
     xa_db_end(t);
     if (err) {
         return err;
@@ -413,11 +440,12 @@ xa_vdi_remove(const char *vdi)
     err = xa_sr_vdi_destroy(&s.ctx, loc);
     if (!err) {
         t = xa_db_begin_write();
-        err = xa_api_finish(
-            t, xa_db_exists(t, &xa_cls_VDI, vdi) ? forget_vdi(t, vdi) : NULL);
+        err = xa_api_finish(t, xa_db_exists(t, &xa_cls_VDI, vdi)
+                                   ? xa_vdi_forget_row(t, vdi)
+                                   : NULL);
     }
     free(loc);
-    sr_info_free(&s);
+    xa_sr_info_free(&s);
     return err;
 }
 
@@ -432,7 +460,7 @@ vdi_destroy(struct xa_call *call, struct xa_value *const *args,
     struct xa_error *err = NULL;
     if (!xa_db_exists(t, &xa_cls_VDI, vdi)) {
         err = xa_error_handle_invalid("VDI", vdi);
-    } else if (vdi_in_use(t, vdi)) {
+    } else if (xa_vdi_in_use(t, vdi)) {
         err = xa_error_new("VDI_IN_USE", 2, vdi, "destroy");
     }
     xa_db_end(t);
@@ -443,16 +471,16 @@ struct xa_error *
 xa_vdi_attach_path(const char *vdi, bool read_only, char **path, char **format)
 {
     struct xa_txn *t = xa_db_begin_read();
-    struct sr_info s;
+    struct xa_sr_info s;
     char *loc = NULL;
-    struct xa_error *err = vdi_locate(t, vdi, &s, &loc);
+    struct xa_error *err = xa_vdi_locate(t, vdi, &s, &loc);
     xa_db_end(t);
     if (err) {
         return err;
     }
     err = xa_sr_vdi_attach(&s.ctx, loc, read_only, path, format);
     free(loc);
-    sr_info_free(&s);
+    xa_sr_info_free(&s);
     return err;
 }
 
@@ -461,17 +489,17 @@ xa_vdi_duplicate(const char *vdi, const char *dest_sr, bool snapshot,
                  const char *what, char **ret)
 {
     struct xa_txn *t = xa_db_begin_read();
-    struct sr_info src, dst;
+    struct xa_sr_info src, dst;
     memset(&dst, 0, sizeof dst);
     char *loc = NULL;
-    struct xa_error *err = vdi_locate(t, vdi, &src, &loc);
+    struct xa_error *err = xa_vdi_locate(t, vdi, &src, &loc);
     const char *src_sr =
         xa_api_str(t, &xa_cls_VDI, vdi, XA_F(xa_cls_VDI, "SR"));
     char *target =
         xa_strdup(dest_sr && strcmp(dest_sr, NULL_REF) != 0 ? dest_sr : src_sr);
     bool same = strcmp(target, src_sr) == 0;
     if (!err && !same) {
-        err = sr_info_read(t, target, &dst);
+        err = xa_sr_info_plugged(t, target, &dst);
     }
     /* The new disk looks like the old one: names, type, configuration. */
     struct xa_value *f = xa_struct();
@@ -502,7 +530,7 @@ xa_vdi_duplicate(const char *vdi, const char *dest_sr, bool snapshot,
         err = xa_sr_stat(into, &st);
     }
     if (!err) {
-        err = check_space(&st, size);
+        err = xa_sr_check_space(&st, size);
     }
     char uuid[37];
     xa_uuid_generate(uuid);
@@ -522,9 +550,9 @@ xa_vdi_duplicate(const char *vdi, const char *dest_sr, bool snapshot,
         }
         ref = xa_ref_new();
         t = xa_db_begin_write();
-        err = record_vdi(t, ref, uuid, target, &v, xa_value_ref(f));
+        err = xa_sr_record_vdi(t, ref, uuid, target, &v, xa_value_ref(f));
         if (!err) {
-            err = sr_sizes(t, target, &st);
+            err = xa_sr_sizes(t, target, &st);
         }
         err = xa_api_finish(t, err);
         if (err) {
@@ -537,8 +565,8 @@ xa_vdi_duplicate(const char *vdi, const char *dest_sr, bool snapshot,
     free(v.location);
     free(loc);
     free(target);
-    sr_info_free(&src);
-    sr_info_free(&dst);
+    xa_sr_info_free(&src);
+    xa_sr_info_free(&dst);
     if (!err) {
         *ret = ref;
     }
@@ -604,14 +632,14 @@ xa_impl_VDI_resize(struct xa_call *call, const char *vdi, int64_t size)
 {
     XA_UNUSED(call);
     struct xa_txn *t = xa_db_begin_read();
-    struct sr_info s;
+    struct xa_sr_info s;
     char *loc = NULL;
-    struct xa_error *err = vdi_locate(t, vdi, &s, &loc);
+    struct xa_error *err = xa_vdi_locate(t, vdi, &s, &loc);
     int64_t cur =
         xa_api_int(t, &xa_cls_VDI, vdi, XA_F(xa_cls_VDI, "virtual_size"));
     char *sr =
         xa_strdup(xa_api_str(t, &xa_cls_VDI, vdi, XA_F(xa_cls_VDI, "SR")));
-    if (!err && vdi_in_use(t, vdi)) {
+    if (!err && xa_vdi_in_use(t, vdi)) {
         err = xa_error_new("VDI_IN_USE", 2, vdi, "resize");
     }
     xa_db_end(t);
@@ -625,7 +653,7 @@ xa_impl_VDI_resize(struct xa_call *call, const char *vdi, int64_t size)
         err = xa_sr_stat(&s.ctx, &st);
     }
     if (!err) {
-        err = check_space(&st, size - cur);
+        err = xa_sr_check_space(&st, size - cur);
     }
     struct xa_sr_vdi v = {0};
     if (!err) {
@@ -641,14 +669,14 @@ xa_impl_VDI_resize(struct xa_call *call, const char *vdi, int64_t size)
                              xa_int(v.physical_utilisation));
         }
         if (!err) {
-            err = sr_sizes(t, sr, &st);
+            err = xa_sr_sizes(t, sr, &st);
         }
         err = xa_api_finish(t, err);
     }
     free(v.location);
     free(loc);
     free(sr);
-    sr_info_free(&s);
+    xa_sr_info_free(&s);
     return err;
 }
 
@@ -681,11 +709,14 @@ attach_local_srs(void)
     struct xa_txn *t = xa_db_begin_read();
     struct attach_ctx a = {t, NULL, 0};
     xa_db_foreach(t, &xa_cls_PBD, collect_local, &a);
-    struct sr_info *infos = xa_calloc(a.n + 1, sizeof *infos);
+    struct xa_sr_info *infos = xa_calloc(a.n + 1, sizeof *infos);
     bool *ok = xa_calloc(a.n + 1, sizeof *ok);
     for (size_t i = 0; i < a.n; i++) {
-        struct xa_error *e = sr_info_read(t, a.srs[i], &infos[i]);
-        ok[i] = !e && xa_sr_driver_for(infos[i].type) != NULL;
+        struct xa_error *e = xa_sr_info_read(t, a.srs[i], &infos[i]);
+        /* Only what was plugged when we stopped: an unplugged PBD stays
+         * so until PBD.plug. */
+        ok[i] =
+            !e && infos[i].attached && xa_sr_driver_for(infos[i].type) != NULL;
         xa_error_free(e);
     }
     xa_db_end(t);
@@ -698,15 +729,23 @@ attach_local_srs(void)
             }
             if (!e) {
                 struct xa_txn *w = xa_db_begin_write();
-                e = xa_api_finish(w, sr_sizes(w, a.srs[i], &st));
+                e = xa_api_finish(w, xa_sr_sizes(w, a.srs[i], &st));
             }
             if (e) {
                 xa_log_warn("storage", "cannot attach SR %s: %s", infos[i].uuid,
                             e->code);
                 xa_error_free(e);
+                struct xa_txn *w = xa_db_begin_write();
+                e = xa_api_finish(
+                    w, xa_db_exists(w, &xa_cls_PBD, infos[i].pbd)
+                           ? xa_api_set(w, &xa_cls_PBD, infos[i].pbd,
+                                        XA_F(xa_cls_PBD, "currently_attached"),
+                                        xa_bool(false))
+                           : NULL);
+                xa_error_free(e);
             }
         }
-        sr_info_free(&infos[i]);
+        xa_sr_info_free(&infos[i]);
         free(a.srs[i]);
     }
     free(infos);
@@ -727,9 +766,12 @@ xa_sr_ensure_local(void)
     char uuid[37];
     xa_uuid_generate(uuid);
     char *path = xa_asprintf("%s/sr/%s", xa_self_state_dir(), uuid);
-    struct xa_sr_ctx ctx = {uuid, "ext", path};
+    struct xa_sr_ctx ctx = {uuid, "ext", path, NULL, false};
     struct xa_sr_stat st = {0, 0};
     struct xa_error *err = xa_sr_attach(&ctx);
+    if (!err) {
+        err = xa_sr_create(&ctx);
+    }
     if (!err) {
         err = xa_sr_stat(&ctx, &st);
     }
@@ -822,4 +864,7 @@ xa_sr_minimal_init(void)
 {
     xa_implicit_override("VDI.create", vdi_create);
     xa_implicit_override("VDI.destroy", vdi_destroy);
+    xa_sr_api_init();
+    xa_vdi_io_init();
+    xa_xva_init();
 }

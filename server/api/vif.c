@@ -12,6 +12,7 @@
 #include "api/implicit.h"
 #include "api/vm.h"
 #include "hypervisor/hv.h"
+#include "network/net.h"
 #include "xa-impl.h"
 
 static bool
@@ -259,6 +260,9 @@ vif_plug_unplug(struct xa_call *call, const char *vif, bool attach)
         } else {
             err = xa_hv_unplug_nic(call->msg->wire, uuid, dev);
         }
+    }
+    if (!err) {
+        err = attach ? xa_net_plug_vif(vif, NULL) : xa_net_unplug_vif(vif);
     }
     if (!err) {
         t = xa_db_begin_write();

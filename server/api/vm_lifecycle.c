@@ -20,8 +20,10 @@
 
 #include "api/implicit.h"
 #include "api/vm.h"
+#include "api/vm_migrate.h"
 #include "hypervisor/hv.h"
 #include "log.h"
+#include "network/net.h"
 #include "self.h"
 #include "timer.h"
 #include "xa-impl.h"
@@ -621,6 +623,7 @@ struct dom_cfg {
     struct xa_hv_nic *nics;
     char **owned; /* strings the disks and nics point into */
     size_t n_owned;
+    const char **platform; /* pairs pointing into 'owned' */
 };
 
 static const char *
@@ -642,6 +645,7 @@ dom_cfg_free(struct dom_cfg *d)
     free(d->order);
     free(d->disks);
     free(d->nics);
+    free(d->platform);
     for (size_t i = 0; i < d->n_owned; i++) {
         free(d->owned[i]);
     }
@@ -717,6 +721,21 @@ dom_cfg_read(const char *vm, struct dom_cfg *d)
         n->bridge =
             keep(d, xa_strdup(xa_api_str(t, &xa_cls_network, net,
                                          XA_F(xa_cls_network, "bridge"))));
+    }
+    /* Backend knobs (platform:accel, platform:machine for kvm). */
+    const struct xa_value *plat =
+        xa_db_peek_field(t, V, vm, XA_F(xa_cls_VM, "platform"));
+    if (plat && plat->kind == XA_STRUCT && plat->u.st.n > 0) {
+        d->platform = xa_calloc(2 * plat->u.st.n + 1, sizeof *d->platform);
+        size_t k = 0;
+        for (size_t i = 0; i < plat->u.st.n; i++) {
+            const char *val = xa_value_str(plat->u.st.m[i].val);
+            if (val) {
+                d->platform[k++] = keep(d, xa_strdup(plat->u.st.m[i].key));
+                d->platform[k++] = keep(d, xa_strdup(val));
+            }
+        }
+        d->c.platform = d->platform;
     }
     xa_db_end(t);
     xa_value_unref(vbds);
@@ -1134,7 +1153,9 @@ conclude(const char *vm, const char *task,
     if (!err) {
         err = host_mem_apply(t, &m);
     }
-    return xa_api_finish(t, err);
+    err = xa_api_finish(t, err);
+    xa_net_vm_sync(vm); /* ports follow the new state */
+    return err;
 }
 
 /* Cleans up after a failure: the operation is forgotten and the VM put
@@ -1160,6 +1181,7 @@ fail_back(const char *vm, const char *task, const char *state,
         xa_log_err("vm", "rollback of %s failed: %s", vm, err->code);
         xa_error_free(err);
     }
+    xa_net_vm_sync(vm);
     return cause;
 }
 
@@ -1213,6 +1235,9 @@ do_start(struct xa_call *call, const char *vm, const char *host,
     if (!err) {
         err = xa_hv_create(call->msg->wire, &d.c, &o.domid);
         built = !err;
+    }
+    if (!err) {
+        err = xa_net_vm_plug(vm, o.domid);
     }
     if (!err && !start_paused) {
         err = xa_hv_unpause(call->msg->wire, d.uuid);
@@ -1597,6 +1622,9 @@ do_resume(struct xa_call *call, const char *vm, const char *host,
         err = xa_hv_resume(call->msg->wire, &d.c, path ? path : "", &o.domid);
         built = !err;
     }
+    if (!err) {
+        err = xa_net_vm_plug(vm, o.domid);
+    }
     if (!err && !start_paused) {
         err = xa_hv_unpause(call->msg->wire, d.uuid);
     }
@@ -1775,4 +1803,43 @@ xa_vm_lifecycle_init(void)
     xa_implicit_override("VM.add_to_blocked_operations", blocked_ops_changed);
     xa_implicit_override("VM.remove_from_blocked_operations",
                          blocked_ops_changed);
+}
+
+/* --- migration (vm_migrate.c) -------------------------------------------- */
+
+struct xa_error *
+xa_vm_migrate_build(const char *vm, int64_t *domid)
+{
+    struct dom_cfg d;
+    struct xa_error *err = dom_cfg_read(vm, &d);
+    if (!err) {
+        err = xa_hv_migrate_receive("VM.pool_migrate", &d.c, -1, domid);
+    }
+    dom_cfg_free(&d);
+    return err;
+}
+
+struct xa_error *
+xa_vm_migrate_arrived(const char *vm, int64_t domid)
+{
+    char *uuid = vm_uuid(vm);
+    struct xa_hv_guest_info g = {0};
+    agent_report(uuid, &g);
+    free(uuid);
+    struct host_mem m = host_mem_read();
+    struct xa_txn *t = xa_db_begin_write();
+    /* the consoles name where the domain runs: made anew here */
+    struct xa_error *err = xa_console_destroy_for(t, vm);
+    if (!err) {
+        err = record_live(t, vm, domid, false, &g, false);
+    }
+    if (!err) {
+        err = host_mem_apply(t, &m);
+    }
+    err = xa_api_finish(t, err);
+    xa_hv_guest_info_free(&g);
+    if (!err) {
+        err = xa_net_vm_plug(vm, domid);
+    }
+    return err;
 }

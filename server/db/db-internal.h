@@ -143,9 +143,17 @@ struct xa_db {
     pthread_cond_t donecond; /* batches finished */
     struct xa_db_batch *qfirst, *qlast;
     bool stop;
+    /* __atomic: the store failed a batch after retrying for a while and
+     * is still away: commits that would persist are refused */
+    bool store_down;
+    char store_err[256]; /* why, under qlock */
 
     void (*hook)(uint64_t generation, void *ctx);
     void *hook_ctx;
+    void (*repl_hook)(uint64_t generation, void *ctx); /* replication */
+    void *repl_hook_ctx;
+    xa_db_remote_commit_fn remote; /* set on pool members */
+    void *remote_ctx;
 };
 
 #define XA_DB_DELLOG_MAX 1000000

@@ -14,16 +14,26 @@
  * so committers that queue while a write is in flight share the next
  * fsync.  Batches are queued under the write lock, hence in generation
  * order, and the persister keeps that order. */
+#include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "db-internal.h"
 #include "log.h"
+#include "persist-pg.h"
 #include "schema.h"
 #include "value.h"
 
 struct xa_db xa_db_g;
+
+/* How long a failing batch is retried while its committers wait before
+ * the store is declared down, and the pauses between tries. */
+#define XA_DB_RETRY_WINDOW 10.0
+#define XA_DB_BACKOFF_MIN  0.05
+#define XA_DB_BACKOFF_MAX  2.0
 
 /* Read transactions carry no state: every reader shares this one. */
 static struct xa_txn read_txn = {.write = false};
@@ -32,6 +42,8 @@ static struct xa_txn read_txn = {.write = false};
  * matching unlock would drop the write lock). */
 static struct xa_txn nested_read_txn = {.write = false};
 static __thread bool in_write;
+/* The replication applier's commits stay local on a member. */
+static __thread bool commits_locally;
 
 /* --- recency list and deletion log -------------------------------------*/
 
@@ -143,58 +155,180 @@ batch_add(struct xa_db_batch *b, const struct xa_db_row *r)
     return op;
 }
 
+/* Writes every batch of 'list' as one driver transaction, at the
+ * generation of the last. */
+static struct xa_error *
+write_list(struct xa_db *d, struct xa_db_batch *list)
+{
+    size_t n = 0;
+    uint64_t gen = 0;
+    for (struct xa_db_batch *b = list; b; b = b->next) {
+        n += b->n;
+        gen = b->gen;
+    }
+    struct xa_persist_op *ops = xa_malloc((n ? n : 1) * sizeof *ops);
+    size_t i = 0;
+    for (struct xa_db_batch *b = list; b; b = b->next) {
+        memcpy(ops + i, b->ops, b->n * sizeof *ops);
+        i += b->n;
+    }
+    struct xa_error *e = d->drv->write_batch(d->drv_state, ops, n, gen);
+    free(ops);
+    if (!e) {
+        xa_log_debug("db", "persisted %zu rows up to generation %llu", n,
+                     (unsigned long long)gen);
+    }
+    return e;
+}
+
+/* Waits 'secs' unless asked to stop; qlock held. */
+static void
+persister_pause(struct xa_db *d, double secs)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double end = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 + secs;
+    ts.tv_sec = (time_t)end;
+    ts.tv_nsec = (long)((end - (double)ts.tv_sec) * 1e9);
+    while (!d->stop &&
+           pthread_cond_timedwait(&d->qcond, &d->qlock, &ts) != ETIMEDOUT) {
+    }
+}
+
+/* Moves a failed batch's rows into one the persister keeps, so its
+ * committer can be told (and free its batch) while the rows still get
+ * written once the store is back. */
+static struct xa_db_batch *
+batch_hold(struct xa_db_batch *b)
+{
+    if (b->detached) {
+        b->next = NULL;
+        return b;
+    }
+    struct xa_db_batch *h = xa_calloc(1, sizeof *h);
+    h->ops = b->ops;
+    h->n = b->n;
+    h->cap = b->cap;
+    h->gen = b->gen;
+    h->detached = true;
+    b->ops = NULL;
+    b->n = b->cap = 0;
+    return h;
+}
+
+/* The store can go away (a PostgreSQL server restarts, a network
+ * partition): a batch that fails is retried, with backoff, for up to
+ * XA_DB_RETRY_WINDOW while its committers wait, so a short outage only
+ * delays them.  After that they get "database write failed", the store
+ * is marked down (commit() then refuses new persisting writes at once)
+ * and the rows are kept and retried until the store takes them: the
+ * in-memory state already has them, and the store must converge to it
+ * rather than lose them silently.  Nothing unwritten was acknowledged;
+ * what was refused may still become durable, as with any write whose
+ * answer was lost. */
 static void *
 persister_main(void *arg)
 {
     struct xa_db *d = arg;
+    struct xa_db_batch *held = NULL, *held_last = NULL;
+    double backoff = XA_DB_BACKOFF_MIN;
     pthread_mutex_lock(&d->qlock);
     for (;;) {
-        while (!d->qfirst && !d->stop) {
+        if (held && !d->qfirst && !d->stop) {
+            persister_pause(d, backoff);
+            backoff = backoff * 2 < XA_DB_BACKOFF_MAX ? backoff * 2
+                                                      : XA_DB_BACKOFF_MAX;
+        }
+        while (!d->qfirst && !held && !d->stop) {
             pthread_cond_wait(&d->qcond, &d->qlock);
         }
-        if (!d->qfirst) {
+        if (!d->qfirst && !held) {
             break; /* stopping, and everything queued is written */
         }
+        /* held rows are older than anything queued: they go first */
         struct xa_db_batch *list = d->qfirst;
+        if (held) {
+            held_last->next = d->qfirst;
+            list = held;
+        }
+        held = held_last = NULL;
         d->qfirst = d->qlast = NULL;
+        bool down = __atomic_load_n(&d->store_down, __ATOMIC_RELAXED);
+        bool stopping = d->stop;
         pthread_mutex_unlock(&d->qlock);
 
-        size_t n = 0;
-        uint64_t gen = 0;
-        for (struct xa_db_batch *b = list; b; b = b->next) {
-            n += b->n;
-            gen = b->gen;
+        struct xa_error *e = write_list(d, list);
+        if (e && !down && !stopping &&
+            strcmp(e->code, XA_PERSIST_REFUSED) != 0) {
+            xa_log_warn("db", "writing to the database failed, retrying: %s",
+                        e->n_params ? e->params[0] : e->code);
+            double deadline = xa_monotonic() + XA_DB_RETRY_WINDOW;
+            double delay = XA_DB_BACKOFF_MIN;
+            while (e && !stopping && xa_monotonic() + delay < deadline) {
+                pthread_mutex_lock(&d->qlock);
+                persister_pause(d, delay);
+                stopping = d->stop;
+                pthread_mutex_unlock(&d->qlock);
+                xa_error_free(e);
+                e = write_list(d, list);
+                delay = delay * 2 < XA_DB_BACKOFF_MAX ? delay * 2
+                                                      : XA_DB_BACKOFF_MAX;
+            }
         }
-        struct xa_persist_op *ops = xa_malloc((n ? n : 1) * sizeof *ops);
-        size_t i = 0;
-        for (struct xa_db_batch *b = list; b; b = b->next) {
-            memcpy(ops + i, b->ops, b->n * sizeof *ops);
-            i += b->n;
-        }
-        struct xa_error *e = d->drv->write_batch(d->drv_state, ops, n, gen);
-        free(ops);
-        xa_log_debug("db", "persisted %zu rows up to generation %llu", n,
-                     (unsigned long long)gen);
-        if (e) {
-            xa_log_err("db", "persisting generation %llu failed: %s",
-                       (unsigned long long)gen,
-                       e->n_params ? e->params[0] : e->code);
-        }
+        const char *why = e ? (e->n_params ? e->params[0] : e->code) : NULL;
 
         pthread_mutex_lock(&d->qlock);
+        if (!e && down) {
+            xa_log_info("db", "the database is back: writes resume");
+            __atomic_store_n(&d->store_down, false, __ATOMIC_RELEASE);
+        }
+        if (e) {
+            if (!down) {
+                xa_log_err("db",
+                           "the database is unavailable, refusing "
+                           "writes until it is back: %s",
+                           why);
+            }
+            snprintf(d->store_err, sizeof d->store_err, "%s", why);
+            __atomic_store_n(&d->store_down, true, __ATOMIC_RELEASE);
+        } else {
+            backoff = XA_DB_BACKOFF_MIN;
+        }
         for (struct xa_db_batch *b = list, *next; b; b = next) {
             next = b->next;
+            if (e) {
+                struct xa_db_batch *h = batch_hold(b);
+                if (held_last) {
+                    held_last->next = h;
+                } else {
+                    held = h;
+                }
+                held_last = h;
+            }
             if (b->detached) {
-                batch_free(b);
+                if (!e) {
+                    batch_free(b);
+                }
                 continue;
             }
             if (e) {
-                b->err =
-                    xa_error_internal("database write failed: %s",
-                                      e->n_params ? e->params[0] : e->code);
+                b->err = xa_error_internal("database write failed: %s", why);
             }
             /* the committer frees 'b' as soon as it sees 'done' */
             b->done = true;
+        }
+        if (e && d->stop) {
+            size_t n = 0;
+            for (struct xa_db_batch *h = held, *next; h; h = next) {
+                next = h->next;
+                n += h->n;
+                batch_free(h);
+            }
+            held = held_last = NULL;
+            xa_log_err("db",
+                       "stopping with %zu unacknowledged rows the "
+                       "database did not take",
+                       n);
         }
         pthread_cond_broadcast(&d->donecond);
         xa_error_free(e);
@@ -295,6 +429,8 @@ xa_db_open(const char *uri)
     if (!uri || strcmp(uri, ":memory:") != 0) {
         if (uri && xa_str_has_prefix(uri, xa_persist_sqlite.scheme)) {
             drv = &xa_persist_sqlite;
+        } else if (uri && xa_str_has_prefix(uri, xa_persist_pg.scheme)) {
+            drv = &xa_persist_pg;
         } else {
             return xa_error_internal("database: unsupported uri %s",
                                      uri ? uri : "(null)");
@@ -308,7 +444,12 @@ xa_db_open(const char *uri)
     pthread_rwlock_init(&d->lock, &attr);
     pthread_rwlockattr_destroy(&attr);
     pthread_mutex_init(&d->qlock, NULL);
-    pthread_cond_init(&d->qcond, NULL);
+    /* the persister's retry pauses are timed waits on qcond */
+    pthread_condattr_t cattr;
+    pthread_condattr_init(&cattr);
+    pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
+    pthread_cond_init(&d->qcond, &cattr);
+    pthread_condattr_destroy(&cattr);
     pthread_cond_init(&d->donecond, NULL);
     d->wtxn.write = true;
     d->empty_array = xa_array();
@@ -421,6 +562,107 @@ xa_db_abort(struct xa_txn *t)
     write_unlock();
 }
 
+/* True when committing 't' gives the persister something to write. */
+static bool
+persists_any(const struct xa_txn *t)
+{
+    for (size_t i = 0; i < t->n_touched; i++) {
+        const struct xa_db_row *r = t->touched[i];
+        if (r->tbl->cls->persist && !(r->dead && r->is_new)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* --- remote commit (pool members) ----------------------------------------*/
+
+static bool
+touches_persisted(const struct xa_txn *t)
+{
+    for (size_t i = 0; i < t->n_touched; i++) {
+        const struct xa_db_row *r = t->touched[i];
+        if (r->tbl->cls->persist && !(r->dead && r->is_new)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void
+changes_free(struct xa_db_change *c, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free((char *)c[i].ref);
+        free((char *)c[i].json);
+        free(c[i].fields); /* the names are the schema's */
+    }
+    free(c);
+}
+
+/* A member's write: describe it, undo it, hand it to the remote commit.
+ * The rows come back through replication once the master has them. */
+static struct xa_error *
+commit_remote(struct xa_txn *t)
+{
+    struct xa_db *d = &xa_db_g;
+    struct xa_db_change *ch = xa_calloc(t->n_touched + 1, sizeof *ch);
+    size_t n = 0;
+    struct xa_buf json = {0};
+    for (size_t i = 0; i < t->n_touched; i++) {
+        struct xa_db_row *r = t->touched[i];
+        if (r->dead && r->is_new) {
+            continue;
+        }
+        struct xa_db_change *c = &ch[n];
+        c->cls = r->tbl->cls->name;
+        c->ref = xa_strdup(r->refv->u.str.s);
+        c->created = r->is_new;
+        if (!r->dead) {
+            xa_db_json_encode_row(&json, r->tbl->cls, r->vals);
+            c->json = xa_buf_steal(&json);
+        }
+        if (!r->dead && !r->is_new) {
+            /* which fields this transaction set: the undo log knows */
+            for (size_t u = 0; u < t->n_undo; u++) {
+                const struct xa_db_undo *e = &t->undo[u];
+                if (e->op != XA_UNDO_SET || e->row != r) {
+                    continue;
+                }
+                const char *name = r->tbl->cls->fields[e->field].name;
+                bool dup = false;
+                for (size_t k = 0; k < c->n_fields && !dup; k++) {
+                    dup = c->fields[k] == name;
+                }
+                if (!dup) {
+                    c->fields = xa_realloc(c->fields, (c->n_fields + 1) *
+                                                          sizeof *c->fields);
+                    c->fields[c->n_fields++] = name;
+                }
+            }
+            if (!c->n_fields) {
+                /* only a relation set of it changed: nothing to send */
+                free((char *)c->ref);
+                free((char *)c->json);
+                memset(c, 0, sizeof *c);
+                continue;
+            }
+        }
+        n++;
+    }
+    xa_buf_free(&json);
+    for (size_t i = 0; i < t->n_touched; i++) {
+        t->touched[i]->touched = false;
+    }
+    t->n_touched = 0;
+    xa_db_undo_all(t);
+    write_unlock();
+    xa_db_remote_commit_fn fn = d->remote;
+    struct xa_error *e = n && fn ? fn(d->remote_ctx, ch, n) : NULL;
+    changes_free(ch, n);
+    return e;
+}
+
 static struct xa_error *
 commit(struct xa_txn *t, bool wait)
 {
@@ -428,6 +670,23 @@ commit(struct xa_txn *t, bool wait)
     if (!t || !t->write) {
         xa_db_end(t);
         return NULL;
+    }
+    if (d->remote && !commits_locally && touches_persisted(t)) {
+        return commit_remote(t);
+    }
+    /* While the store is away a write it would have to take is refused at
+     * once, and undone (the lock is still held, nothing has seen it), so
+     * the in-memory state does not run ahead of the store.  A nowait
+     * commit is kept: it is queued behind the rows the persister holds. */
+    if (wait && d->drv && __atomic_load_n(&d->store_down, __ATOMIC_ACQUIRE) &&
+        persists_any(t)) {
+        pthread_mutex_lock(&d->qlock);
+        char *why = xa_strdup(d->store_err);
+        pthread_mutex_unlock(&d->qlock);
+        xa_db_abort(t);
+        struct xa_error *e = xa_error_internal("database unavailable: %s", why);
+        free(why);
+        return e;
     }
     bool any = false;
     for (size_t i = 0; i < t->n_touched && !any; i++) {
@@ -507,6 +766,10 @@ commit(struct xa_txn *t, bool wait)
     if (any && hook) {
         hook(gen, d->hook_ctx);
     }
+    void (*rhook)(uint64_t, void *) = d->repl_hook;
+    if (any && rhook) {
+        rhook(gen, d->repl_hook_ctx);
+    }
     return e;
 }
 
@@ -526,6 +789,30 @@ uint64_t
 xa_db_generation(void)
 {
     return __atomic_load_n(&xa_db_g.generation, __ATOMIC_ACQUIRE);
+}
+
+struct xa_error *
+xa_db_store_ahead(bool *ahead, uint64_t *stored)
+{
+    struct xa_db *d = &xa_db_g;
+    *ahead = false;
+    *stored = xa_db_generation();
+    if (!d->open || !d->drv || !d->drv->stored_generation) {
+        return NULL;
+    }
+    struct xa_error *e = d->drv->stored_generation(d->drv_state, stored);
+    /* read after the store: this process's own writes in flight are
+     * already counted in memory, so they never look like someone else's */
+    if (!e) {
+        *ahead = *stored > xa_db_generation();
+    }
+    return e;
+}
+
+bool
+xa_db_store_available(void)
+{
+    return !__atomic_load_n(&xa_db_g.store_down, __ATOMIC_ACQUIRE);
 }
 
 void
@@ -593,4 +880,138 @@ xa_db_changes_since(struct xa_txn *t, const struct xa_class_desc *cls,
         }
     }
     return true;
+}
+
+/* --- replication ---------------------------------------------------------*/
+
+void
+xa_db_set_replication_hook(void (*hook)(uint64_t generation, void *ctx),
+                           void *ctx)
+{
+    xa_db_g.repl_hook_ctx = ctx;
+    xa_db_g.repl_hook = hook;
+}
+
+void
+xa_db_set_remote_commit(xa_db_remote_commit_fn fn, void *ctx)
+{
+    pthread_rwlock_wrlock(&xa_db_g.lock);
+    xa_db_g.remote_ctx = ctx;
+    xa_db_g.remote = fn;
+    pthread_rwlock_unlock(&xa_db_g.lock);
+}
+
+void
+xa_db_thread_commits_locally(bool local)
+{
+    commits_locally = local;
+}
+
+static void
+export_row(const struct xa_db_row *r, struct xa_buf *json, xa_db_export_fn fn,
+           void *ctx)
+{
+    xa_db_json_encode_row(json, r->tbl->cls, r->vals);
+    char *text = xa_buf_steal(json);
+    fn(ctx, r->tbl->cls->name, r->refv->u.str.s, text);
+    free(text);
+}
+
+bool
+xa_db_export_since(uint64_t since, xa_db_export_fn fn, void *ctx,
+                   uint64_t *ret_gen)
+{
+    struct xa_db *d = &xa_db_g;
+    struct xa_txn *t = xa_db_begin_read();
+    uint64_t gen = d->generation;
+    *ret_gen = gen;
+    if ((since != 0 && since < d->del_floor) || since > gen) {
+        xa_db_end(t);
+        return false;
+    }
+    struct xa_buf json = {0};
+    struct xa_db_row *r = d->rlast;
+    while (r && r->modified > since) {
+        r = r->rprev;
+    }
+    r = r ? r->rnext : d->rfirst;
+    size_t di = d->del_n;
+    while (di > 0 && d->dels[(d->del_head + di - 1) % d->del_cap].gen > since) {
+        di--;
+    }
+    /* the two generation-ordered streams, merged as changes_since does */
+    for (;;) {
+        const struct xa_db_deletion *del =
+            since && di < d->del_n ? &d->dels[(d->del_head + di) % d->del_cap]
+                                   : NULL;
+        if (!r && !del) {
+            break;
+        }
+        if (r && (!del || r->modified <= del->gen)) {
+            if (r->tbl->cls->persist) {
+                export_row(r, &json, fn, ctx);
+            }
+            r = r->rnext;
+        } else {
+            if (del->cls->persist && del->created <= since) {
+                fn(ctx, del->cls->name, del->ref, NULL);
+            }
+            di++;
+        }
+    }
+    xa_buf_free(&json);
+    xa_db_end(t);
+    return true;
+}
+
+struct xa_error *
+xa_db_apply_row(struct xa_txn *t, const char *cls_name, const char *ref,
+                const char *json, const char *const *fields, size_t n_fields)
+{
+    const struct xa_class_desc *cls = xa_schema_class(cls_name);
+    struct xa_db_table *tbl = cls ? xa_db_table_of(cls) : NULL;
+    if (!tbl || !tbl->cls) {
+        return xa_error_internal("replication: unknown class %s", cls_name);
+    }
+    bool exists = xa_db_exists(t, cls, ref);
+    if (!json) {
+        return exists ? xa_db_destroy(t, cls, ref) : NULL;
+    }
+    struct xa_value **vals = xa_calloc(cls->n_fields + 1, sizeof *vals);
+    struct xa_error *err =
+        xa_db_json_decode_row(cls, &tbl->field_index, json, vals);
+    if (err) {
+        free(vals);
+        return err;
+    }
+    if (!exists) {
+        struct xa_value *rec = xa_struct();
+        for (size_t f = 0; f < cls->n_fields; f++) {
+            if (vals[f]) {
+                xa_struct_add(rec, cls->fields[f].name, vals[f]);
+                vals[f] = NULL;
+            }
+        }
+        err = xa_db_create(t, cls, ref, rec);
+    }
+    for (size_t f = 0; exists && !err && f < cls->n_fields; f++) {
+        if (!vals[f]) {
+            continue;
+        }
+        bool wanted = !fields;
+        for (size_t k = 0; k < n_fields && !wanted; k++) {
+            wanted = strcmp(fields[k], cls->fields[f].name) == 0;
+        }
+        const struct xa_value *cur =
+            wanted ? xa_db_peek_field(t, cls, ref, (int)f) : NULL;
+        if (wanted && !(cur && xa_value_equal(cur, vals[f]))) {
+            err = xa_db_set_field(t, cls, ref, (int)f, vals[f]);
+            vals[f] = NULL;
+        }
+    }
+    for (size_t f = 0; f < cls->n_fields; f++) {
+        xa_value_unref(vals[f]);
+    }
+    free(vals);
+    return err;
 }

@@ -40,8 +40,8 @@
 struct xa_txn;
 
 /* Opens the database: 'uri' is "sqlite:/path/to/file.db" or ":memory:"
- * (no persistence, for unit tests); later "postgresql://...".  Loads every
- * stored row into memory.  xa_schema_init() must have run. */
+ * (no persistence, for unit tests) or "postgresql://..." (libpq URI).  Loads
+ * every stored row into memory.  xa_schema_init() must have run. */
 struct xa_error *xa_db_open(const char *uri) XA_WARN_UNUSED;
 /* Flushes and closes; the in-memory tables are freed. */
 void xa_db_close(void);
@@ -52,8 +52,11 @@ struct xa_txn *xa_db_begin_write(void);
 void xa_db_end(struct xa_txn *t);
 /* Publishes a write transaction's changes (a new generation, unless it
  * changed nothing), releases the lock, then waits until they are durable.
- * An error means they may not be durable (the in-memory state keeps
- * them); the caller reports it.  Frees 't'. */
+ * An error means they are not known to be durable; the caller reports it.
+ * "database write failed": the store failed for XA_DB_RETRY_WINDOW (db.c)
+ * and the in-memory state keeps the changes, which are written once the
+ * store is back.  "database unavailable": the store was already down, so
+ * the changes were undone before anyone saw them.  Frees 't'. */
 struct xa_error *xa_db_commit(struct xa_txn *t) XA_WARN_UNUSED;
 /* Publishes like xa_db_commit() but does not wait for durability: for
  * state that a crash may lose because start-up rebuilds it (an
@@ -115,6 +118,16 @@ struct xa_error *xa_db_set_field(struct xa_txn *t,
 /* The generation of the last committed write transaction. */
 uint64_t xa_db_generation(void);
 
+/* For a store several servers share (postgresql): reads the generation it
+ * records now into '*stored' and sets '*ahead' when that is beyond this
+ * process's in-memory generation, i.e. another server has written and
+ * this copy is stale (a new master reloads: xa_db_close(), xa_db_open()).
+ * Stores only this process writes report the in-memory generation. */
+struct xa_error *xa_db_store_ahead(bool *ahead, uint64_t *stored);
+/* False while the store is away and persisting commits are refused with
+ * INTERNAL_ERROR ["database unavailable: ..."]. */
+bool xa_db_store_available(void);
+
 enum xa_db_op { XA_DB_ADD, XA_DB_MOD, XA_DB_DEL };
 
 /* Reports, once per object, each row of 'cls' (or of every class when
@@ -151,5 +164,61 @@ struct xa_error *xa_db_where(struct xa_txn *t, const struct xa_class_desc *cls,
  * with rows: returns NULL when consistent, else an error describing the
  * first problem (for tests and the crash-safety checker). */
 struct xa_error *xa_db_check_integrity(void);
+
+/* --- pool replication (server/pool) ---------------------------------------
+ *
+ * The master streams committed rows to pool members; a member applies
+ * them to its replica and sends its own writes to the master instead of
+ * committing them.  Rows travel as the JSON text of their stored fields
+ * (the persistence format), so only classes that persist are streamed. */
+
+/* Receives one row: 'json' is NULL for a row that is gone. */
+typedef void (*xa_db_export_fn)(void *ctx, const char *cls, const char *ref,
+                                const char *json);
+
+/* Every persisted row changed after generation 'since' (deletions of rows
+ * that existed at 'since' included), oldest change first, as one
+ * consistent snapshot; '*ret_gen' receives the generation it reflects.
+ * 'since' 0 exports every row.  False (nothing exported) when 'since'
+ * is older than the deletion log reaches or newer than the database. */
+bool xa_db_export_since(uint64_t since, xa_db_export_fn fn, void *ctx,
+                        uint64_t *ret_gen);
+
+/* Within write transaction 't': makes row 'ref' of class 'cls' hold the
+ * stored fields of 'json' (creating it when absent), or destroys it when
+ * 'json' is NULL (nothing when already gone).  With 'fields' (n_fields
+ * names), only those fields of an existing row are written.  Fields whose
+ * value is already equal are left untouched. */
+struct xa_error *xa_db_apply_row(struct xa_txn *t, const char *cls,
+                                 const char *ref, const char *json,
+                                 const char *const *fields,
+                                 size_t n_fields) XA_WARN_UNUSED;
+
+/* One row a write transaction changed, for the remote commit. */
+struct xa_db_change {
+    const char *cls;
+    const char *ref;
+    const char *json;    /* every stored field; NULL: destroyed */
+    bool created;        /* the row is new */
+    const char **fields; /* the fields it set (existing rows only) */
+    size_t n_fields;
+};
+
+/* On a pool member: a write transaction that changes rows of a class
+ * that persists is not committed locally; its changes are undone and
+ * handed to 'fn' (outside the lock), whose answer becomes the commit's.
+ * Transactions touching only rows that do not persist (sessions, tasks)
+ * commit locally.  NULL turns it off (master, standalone). */
+typedef struct xa_error *(*xa_db_remote_commit_fn)(
+    void *ctx, const struct xa_db_change *changes, size_t n);
+void xa_db_set_remote_commit(xa_db_remote_commit_fn fn, void *ctx);
+/* The calling thread's commits stay local even with a remote commit set
+ * (the member's replication applier). */
+void xa_db_thread_commits_locally(bool local);
+
+/* A second commit hook, for the replication stream (same contract as
+ * xa_db_set_commit_hook). */
+void xa_db_set_replication_hook(void (*hook)(uint64_t generation, void *ctx),
+                                void *ctx);
 
 #endif

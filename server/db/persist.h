@@ -47,7 +47,18 @@ struct xa_persist_driver {
                                     uint64_t generation);
     /* Closes the store and frees 'state'. */
     void (*close)(void *state);
+    /* Optional, for stores several servers can reach (NULL otherwise):
+     * reads the generation the store records now, over a connection of
+     * its own, so it may be called from any thread while write_batch()
+     * runs.  A value ahead of what this process loaded or wrote means
+     * another server has written (see xa_db_store_ahead()). */
+    struct xa_error *(*stored_generation)(void *state, uint64_t *generation);
 };
+
+/* The code of a write_batch() error that retrying cannot cure (the store
+ * belongs to another server now): the batch is not retried for a while
+ * before its committers hear of it. */
+#define XA_PERSIST_REFUSED "PERSIST_REFUSED"
 
 /* "sqlite:/path/to/file.db": one SQLite file, WAL, fsync at commit. */
 extern const struct xa_persist_driver xa_persist_sqlite;

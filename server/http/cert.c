@@ -324,6 +324,48 @@ generate(const char *cert_path, const char *key_path)
     return err;
 }
 
+/* False only when both files parse and the key is not the certificate's
+ * (an interrupted regeneration); files OpenSSL cannot read are left for
+ * the TLS library to judge. */
+static bool
+pair_matches(const char *cert_path, const char *key_path)
+{
+    FILE *f = fopen(cert_path, "r");
+    X509 *x = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+    EVP_PKEY *key = NULL;
+    bool ok = true;
+
+    if (f) {
+        fclose(f);
+    }
+    f = fopen(key_path, "r");
+    if (f) {
+        key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+        fclose(f);
+    }
+    if (x && key) {
+        ok = X509_check_private_key(x, key) == 1;
+    }
+    ERR_clear_error();
+    X509_free(x);
+    EVP_PKEY_free(key);
+    return ok;
+}
+
+struct xa_error *
+xa_cert_regenerate(const char *dir, const char *cert_name, const char *key_name)
+{
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        return xa_error_internal("cannot create %s: %s", dir, strerror(errno));
+    }
+    char *cert_path = xa_asprintf("%s/%s", dir, cert_name);
+    char *key_path = xa_asprintf("%s/%s", dir, key_name);
+    struct xa_error *err = generate(cert_path, key_path);
+    free(cert_path);
+    free(key_path);
+    return err;
+}
+
 struct xa_error *
 xa_cert_ensure(const char *dir, const char *cert_name, const char *key_name,
                char **ret_cert_path, char **ret_key_path)
@@ -343,6 +385,10 @@ xa_cert_ensure(const char *dir, const char *cert_name, const char *key_name,
     cert_path = xa_asprintf("%s/%s", dir, cert_name);
     key_path = xa_asprintf("%s/%s", dir, key_name);
     if (!is_file(cert_path) || !is_file(key_path)) {
+        err = generate(cert_path, key_path);
+    } else if (!pair_matches(cert_path, key_path)) {
+        xa_log_warn(XA_CERT_MODULE, "%s does not match %s: regenerating",
+                    key_path, cert_path);
         err = generate(cert_path, key_path);
     }
     if (err) {

@@ -23,6 +23,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <gnutls/gnutls.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -56,9 +57,15 @@
  * a proper 413; a client that keeps going is disconnected.  MHD 0.9.75
  * cannot queue a response while a body is still arriving. */
 #define XA_HTTP_DISCARD_MAX      (1024 * 1024)
+/* Idle seconds before a streamed upload is given up (see stream_begin). */
+#define XA_HTTP_STREAM_TIMEOUT   60
 /* TLS 1.2 and 1.3 only; GnuTLS' NORMAL set otherwise. */
-#define XA_HTTP_TLS_PRIORITIES \
-    "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:%SERVER_PRECEDENCE"
+/* TLS 1.2 and 1.3 only, with forward-secret key exchange and AEAD
+ * ciphers only (no CBC, no SHA-1 MACs). */
+#define XA_HTTP_TLS_PRIORITIES                                             \
+    "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:+AES-256-GCM:" \
+    "+AES-128-GCM:+CHACHA20-POLY1305:-MAC-ALL:+AEAD:-KX-ALL:+ECDHE-ECDSA:" \
+    "+ECDHE-RSA:%SERVER_PRECEDENCE"
 
 enum xa_http_req_state {
     XA_REQ_RECEIVING,  /* headers seen, body arriving */
@@ -121,6 +128,7 @@ struct xa_http_request {
     bool responded; /* xa_http_respond() was called */
     bool gone;      /* MHD is finished with the connection */
     bool abandoned; /* answered by xa_http_stop(); drop the handler's answer */
+    bool hangup;    /* xa_http_hangup(): close without an answer */
     struct MHD_Response *resp; /* stored until queued */
     unsigned status;
 
@@ -142,7 +150,23 @@ struct xa_http_request {
     /* Owned by the handler side until xa_http_respond(). */
     struct xa_http_out_header *out;
     size_t n_out, cap_out;
+
+    /* A streamed request (xa_http_stream_route): its ops and state, both
+     * touched only by the connection's thread. */
+    const struct xa_http_stream_ops *stream_ops;
+    void *stream;
+    bool stream_failed; /* 'data' refused a piece: drop the rest */
 };
+
+/* Routes whose bodies are streamed; filled before the server starts. */
+#define XA_HTTP_MAX_STREAM_ROUTES 16
+static struct {
+    const char *method;
+    char *path;
+    const struct xa_http_stream_ops *ops;
+    void *ctx;
+} stream_routes[XA_HTTP_MAX_STREAM_ROUTES];
+static size_t n_stream_routes;
 
 /* ---- request state ------------------------------------------------- */
 
@@ -365,6 +389,12 @@ after_handler(struct xa_http_request *r)
     unsigned status = 0;
 
     pthread_mutex_lock(&r->mu);
+    if (r->hangup) {
+        /* The handler took the socket over and is already done with it. */
+        r->state = XA_REQ_DONE;
+        pthread_mutex_unlock(&r->mu);
+        return MHD_NO;
+    }
     if (!r->resp && r->suspend_requested) {
         /* Re-take the locks in order: parking needs the server's list and
          * must not race with xa_http_stop() answering parked requests. */
@@ -456,6 +486,67 @@ queue_stored(struct xa_http_request *r)
     return queue(r->conn, status, resp);
 }
 
+/* ---- streamed requests --------------------------------------------- */
+
+/* The headers of a streamed request are in: let its route accept it (the
+ * body then flows to stream_piece) or refuse it with an answer. */
+static enum MHD_Result
+stream_begin(struct xa_http_request *r, size_t route)
+{
+    struct xa_http_server *s = r->listener->server;
+    const struct xa_http_stream_ops *ops = stream_routes[route].ops;
+
+    MHD_get_connection_values(
+        r->conn, MHD_HEADER_KIND | MHD_COOKIE_KIND | MHD_GET_ARGUMENT_KIND,
+        capture_value, r);
+    pthread_mutex_lock(&r->mu);
+    r->state = XA_REQ_IN_HANDLER;
+    pthread_mutex_unlock(&r->mu);
+    /* The handler side's reference, held until its final answer, which
+     * may come from 'end' long after 'begin'. */
+    atomic_fetch_add(&r->refs, 1);
+    r->counted = true;
+    atomic_fetch_add(&s->active, 1);
+    void *state = ops->begin(r, stream_routes[route].ctx);
+    if (!state) {
+        /* Refused: queue the answer now; MHD then skips the body. */
+        return after_handler(r);
+    }
+    pthread_mutex_lock(&r->mu);
+    r->state = XA_REQ_RECEIVING;
+    pthread_mutex_unlock(&r->mu);
+    r->stream_ops = ops;
+    r->stream = state;
+    /* libmicrohttpd 0.9.75 can miss a client that closes right after its
+     * last bytes (data and FIN read together under epoll): the request
+     * then only ends on the idle timeout.  Keep that short for uploads so
+     * their tasks fail within a minute rather than five. */
+    MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                              XA_HTTP_STREAM_TIMEOUT);
+    return MHD_YES;
+}
+
+static enum MHD_Result
+stream_piece(struct xa_http_request *r, const char *data, size_t *size)
+{
+    if (*size) {
+        if (!r->stream_failed && !r->stream_ops->data(r->stream, data, *size)) {
+            r->stream_failed = true;
+        }
+        *size = 0;
+        return MHD_YES;
+    }
+    const struct xa_http_stream_ops *ops = r->stream_ops;
+    void *state = r->stream;
+    r->stream_ops = NULL; /* 'end' runs once */
+    r->stream = NULL;
+    pthread_mutex_lock(&r->mu);
+    r->state = XA_REQ_IN_HANDLER;
+    pthread_mutex_unlock(&r->mu);
+    ops->end(state, r, !r->stream_failed);
+    return after_handler(r);
+}
+
 static enum MHD_Result
 on_access(void *cls, struct MHD_Connection *c, const char *url,
           const char *method, const char *version, const char *upload_data,
@@ -468,6 +559,12 @@ on_access(void *cls, struct MHD_Connection *c, const char *url,
     if (!r) {
         r = request_new(cls, c, url, method);
         *con_cls = r;
+        for (size_t i = 0; i < n_stream_routes; i++) {
+            if (strcmp(stream_routes[i].method, r->method) == 0 &&
+                strcmp(stream_routes[i].path, r->path) == 0) {
+                return stream_begin(r, i);
+            }
+        }
         return check_declared_length(r);
     }
     pthread_mutex_lock(&r->mu);
@@ -475,6 +572,9 @@ on_access(void *cls, struct MHD_Connection *c, const char *url,
     pthread_mutex_unlock(&r->mu);
     switch (state) {
     case XA_REQ_RECEIVING:
+        if (r->stream_ops) {
+            return stream_piece(r, upload_data, upload_data_size);
+        }
         if (*upload_data_size) {
             return take_body(r, upload_data, upload_data_size);
         }
@@ -525,6 +625,14 @@ on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (resp) {
         MHD_destroy_response(resp);
     }
+    if (r->stream_ops) {
+        /* The client left mid-body: the route still cleans up, and its
+         * answer (to nobody) gives back the handler side's reference. */
+        const struct xa_http_stream_ops *ops = r->stream_ops;
+        r->stream_ops = NULL;
+        ops->end(r->stream, r, false);
+        r->stream = NULL;
+    }
     if (r->counted) {
         atomic_fetch_sub(&l->server->active, 1);
     }
@@ -562,8 +670,7 @@ on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx,
     }
 }
 
-static void
-on_mhd_log(void *cls, const char *fmt, va_list ap)
+static void XA_PRINTF(2, 0) on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char *msg = xa_vasprintf(fmt, ap);
     size_t n = strlen(msg);
@@ -675,13 +782,10 @@ xa_http_add_header(struct xa_http_request *r, const char *name,
     r->n_out++;
 }
 
-void
-xa_http_respond(struct xa_http_request *r, int status, const char *content_type,
-                char *body, size_t len)
+/* Hands a built response to the connection (see xa_http_respond). */
+static void
+respond_with(struct xa_http_request *r, int status, struct MHD_Response *resp)
 {
-    /* Built before locking: the extra headers belong to this caller. */
-    struct MHD_Response *resp = response_new(content_type, body, len);
-
     for (size_t i = 0; i < r->n_out; i++) {
         add_header_or_die(resp, r->out[i].name, r->out[i].value);
     }
@@ -712,6 +816,88 @@ xa_http_respond(struct xa_http_request *r, int status, const char *content_type,
      * call); after_handler() queues the stored response. */
     pthread_mutex_unlock(&r->mu);
     request_unref(r);
+}
+
+void
+xa_http_respond(struct xa_http_request *r, int status, const char *content_type,
+                char *body, size_t len)
+{
+    /* Built before locking: the extra headers belong to this caller. */
+    respond_with(r, status, response_new(content_type, body, len));
+}
+
+void
+xa_http_stream_route(const char *method, const char *path,
+                     const struct xa_http_stream_ops *ops, void *ctx)
+{
+    if (n_stream_routes == XA_HTTP_MAX_STREAM_ROUTES) {
+        xa_log_err(XA_HTTP_MODULE, "stream route table full: %s %s", method,
+                   path);
+        return;
+    }
+    stream_routes[n_stream_routes].method = method;
+    stream_routes[n_stream_routes].path = xa_strdup(path);
+    stream_routes[n_stream_routes].ops = ops;
+    stream_routes[n_stream_routes].ctx = ctx;
+    n_stream_routes++;
+}
+
+struct stream_reader {
+    xa_http_read_fn fn;
+    void *ctx;
+    void (*free_fn)(void *ctx);
+};
+
+static ssize_t
+stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct stream_reader *sr = cls;
+    long n = sr->fn(sr->ctx, pos, buf, max);
+
+    if (n > 0) {
+        return n;
+    }
+    return n == 0 ? MHD_CONTENT_READER_END_OF_STREAM
+                  : MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void
+stream_free(void *cls)
+{
+    struct stream_reader *sr = cls;
+
+    if (sr->free_fn) {
+        sr->free_fn(sr->ctx);
+    }
+    free(sr);
+}
+
+void
+xa_http_respond_stream(struct xa_http_request *r, int status,
+                       const char *content_type, int64_t size,
+                       xa_http_read_fn fn, void *ctx,
+                       void (*free_fn)(void *ctx))
+{
+    struct stream_reader *sr = xa_calloc(1, sizeof(*sr));
+    struct MHD_Response *resp;
+
+    sr->fn = fn;
+    sr->ctx = ctx;
+    sr->free_fn = free_fn;
+    /* 256 KiB per read: MHD caps it to what the connection's buffer
+     * holds, and large reads keep the per-call overhead low. */
+    resp = MHD_create_response_from_callback(
+        size < 0 ? MHD_SIZE_UNKNOWN : (uint64_t)size, 256 * 1024, stream_read,
+        sr, stream_free);
+    if (!resp) {
+        fputs("xapid: out of memory (MHD response)\n", stderr);
+        abort();
+    }
+    add_header_or_die(resp, "Access-Control-Allow-Origin", "*");
+    if (content_type) {
+        add_header_or_die(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    }
+    respond_with(r, status, resp);
 }
 
 /* ---- server -------------------------------------------------------- */
@@ -1003,4 +1189,39 @@ xa_http_stop(struct xa_http_server *s)
         gnutls_free(s->ticket_key.data);
     }
     free(s);
+}
+
+/* ---- taking a connection over (CONNECT /console) ------------------------ */
+
+int
+xa_http_take_socket(struct xa_http_request *r)
+{
+    if (r->tls) {
+        return -1; /* the bytes on the wire are GnuTLS records */
+    }
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) {
+        return -1;
+    }
+    return fcntl(ci->connect_fd, F_DUPFD_CLOEXEC, 0);
+}
+
+void
+xa_http_hangup(struct xa_http_request *r)
+{
+    pthread_mutex_lock(&r->mu);
+    if (r->responded) {
+        pthread_mutex_unlock(&r->mu);
+        return;
+    }
+    r->responded = true;
+    r->hangup = true;
+    if (!r->gone && !r->abandoned && r->state == XA_REQ_SUSPENDED) {
+        /* queue_stored() finds no response and makes MHD close. */
+        r->state = XA_REQ_RESUMING;
+        MHD_resume_connection(r->conn);
+    }
+    pthread_mutex_unlock(&r->mu);
+    request_unref(r);
 }

@@ -27,6 +27,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "error.h"
 
@@ -121,5 +122,68 @@ void xa_http_add_header(struct xa_http_request *r, const char *name,
  * away or the server was stopped (then the response is dropped). */
 void xa_http_respond(struct xa_http_request *r, int status,
                      const char *content_type, char *body, size_t len);
+
+/* ---- streamed requests and responses --------------------------------
+ *
+ * Disk images do not fit the buffered model above (a 300 KiB body cap, a
+ * body kept in memory), so a route can instead take its body piece by
+ * piece and answer with a body produced on demand.  RPC requests never
+ * take these paths. */
+
+struct xa_http_stream_ops {
+    /* Called on the connection's thread as soon as the headers are in,
+     * before any body; the accessors work (the body accessor gives "").
+     * Returns the request's stream state, or NULL after answering with
+     * xa_http_respond() (a refusal: the body is then never read and the
+     * connection is closed after the answer). */
+    void *(*begin)(struct xa_http_request *r, void *ctx);
+    /* One piece of body, on the connection's thread (so it may block the
+     * other connections that thread serves for as long as it takes: keep
+     * it to writing a file).  Returning false makes the rest of the body
+     * be read and dropped; 'end' then sees complete = false. */
+    bool (*data)(void *state, const char *data, size_t len);
+    /* Called exactly once per accepted request: when the body is complete
+     * (complete = true unless 'data' refused some), or when the client
+     * went away before that (complete = false; answers are then dropped).
+     * Must answer like a handler: xa_http_respond() now, or
+     * xa_http_suspend() and answer later from any thread.  It also ends
+     * the state 'begin' returned. */
+    void (*end)(void *state, struct xa_http_request *r, bool complete);
+};
+
+/* Routes requests for 'method' + exact 'path' (the query string aside) to
+ * 'ops' instead of the server's handler.  Process-wide; call before
+ * xa_http_start().  'ops' and 'ctx' are borrowed for good. */
+void xa_http_stream_route(const char *method, const char *path,
+                          const struct xa_http_stream_ops *ops, void *ctx);
+
+/* Produces the next bytes of a streamed response at offset 'pos' into
+ * 'buf' (at most 'max'): the count, 0 at the end, or -1 on an error
+ * (the connection is then cut, which is all HTTP allows once a status
+ * was sent).  Runs on the connection's thread. */
+typedef long (*xa_http_read_fn)(void *ctx, uint64_t pos, char *buf, size_t max);
+
+/* Like xa_http_respond() with a body that 'fn' produces while it is sent:
+ * 'size' bytes, or -1 when unknown (chunked for HTTP/1.1 clients, closed
+ * at the end for HTTP/1.0 ones).  'free_fn' (may be NULL) releases 'ctx'
+ * once the response is finished with, whether it was sent or not. */
+void xa_http_respond_stream(struct xa_http_request *r, int status,
+                            const char *content_type, int64_t size,
+                            xa_http_read_fn fn, void *ctx,
+                            void (*free_fn)(void *ctx));
+
+/* ---- taking a connection over ----------------------------------------
+ *
+ * For CONNECT /console, which answers "200 OK" and then carries a raw
+ * console stream both ways: libmicrohttpd's own upgrade support insists
+ * on "101 Switching Protocols" and HTTP/1.1, which xapi's clients do not
+ * send.  A handler that calls xa_http_take_socket() gets a duplicate of
+ * the client's socket (plain HTTP only: -1 over TLS), must call
+ * xa_http_suspend() before returning (the connection is then left alone
+ * by libmicrohttpd) and, once finished with the socket, xa_http_hangup()
+ * instead of xa_http_respond(): the connection is closed with nothing
+ * more sent. */
+int xa_http_take_socket(struct xa_http_request *r);
+void xa_http_hangup(struct xa_http_request *r);
 
 #endif

@@ -232,6 +232,12 @@ class Xapid:
                 for user, role, pw in accounts:
                     f.write(account_line(user, role, pw))
         self.extra_args = list(extra_args)
+        # XA_E2E_DB=postgresql://... names a PostgreSQL server: every
+        # xapid then keeps its pool database in a fresh database there
+        self.db = None
+        if os.environ.get("XA_E2E_DB", "").startswith("postgresql://"):
+            import pg_cluster
+            self.db = pg_cluster.Database(os.environ["XA_E2E_DB"])
         self.https = https
         self.proc = None
         self.port = None
@@ -258,7 +264,8 @@ class Xapid:
                 "--bind", "127.0.0.1",
                 "--http-port", str(self.port),
                 "--https-port", str(self.https_port or 0),
-                "--root-password-file", self.password_file] + self.extra_args
+                "--root-password-file", self.password_file] + (
+                    ["--db", self.db.uri] if self.db else []) + self.extra_args
 
     def stderr_text(self, tail=6000):
         try:
@@ -347,6 +354,9 @@ class Xapid:
 
     def cleanup(self):
         self.kill9()
+        if self.db is not None:
+            self.db.drop()
+            self.db = None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None

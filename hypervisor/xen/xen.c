@@ -1,0 +1,1318 @@
+/* xen.c - the Xen backend over libxl (Xen 4.17, Debian's libxen-dev).
+ *
+ * xapid runs in dom0 and builds guests with libxl, as xl does, with one
+ * libxl context shared by every thread (libxl locks it itself; each call
+ * here is synchronous and blocks only its caller).  A domain carries its
+ * VM's uuid as its Xen handle and as its name, so the driver keeps no
+ * table of its own: every entry finds the domain by uuid in libxl's list,
+ * and a restarted xapid sees exactly what runs.  Rebuilding a domain
+ * (clean reboot) takes the configuration libxl stored for it
+ * (libxl_retrieve_domain_configuration), so that survives restarts too.
+ *
+ * What each entry does:
+ *   create        PV (PV_kernel, PV_ramdisk, PV_args), PVH (the same kernel
+ *                 fields, with platform:domain_type=pvh) or HVM (boot
+ *                 order; needs QEMU in dom0); disks as qdisk, or phy for
+ *                 block devices; NICs on the network's bridge through
+ *                 Xen's vif-openvswitch hotplug script (vif-bridge where
+ *                 Open vSwitch is not installed).  The port does not carry
+ *                 xapi's external-ids yet: the driver's NIC description
+ *                 has no VIF identity to put there.  Left paused.
+ *   shutdown      the PV control node (libxl_domain_shutdown/_reboot),
+ *                 then polls until the guest has shut down and destroys
+ *                 the remains; a reboot rebuilds from libxl's stored
+ *                 configuration.
+ *   suspend       libxl's save stream into the image file, then destroy;
+ *   resume        libxl_domain_create_restore from it, paused.
+ *   migrate       the same stream over a TCP connection ("tcp:HOST:PORT");
+ *                 the receiver answers one byte once its domain is built
+ *                 and the sender destroys its own only then (else it
+ *                 resumes it), like xl's migrate handshake.
+ *   list, info    libxl_list_domain; host memory from libxl_get_physinfo.
+ *   console       the PV console's pty from xenconsoled
+ *                 (libxl_console_get_tty), "pty:/dev/pts/N"; VNC from the
+ *                 port QEMU wrote to xenstore.
+ *   guest_info    what a guest agent wrote under data/ and attr/.
+ *
+ * libxl reports failures through its logger: the first error message of
+ * the calling thread's call becomes the INTERNAL_ERROR's text, and all
+ * go to the log.  A domain whose build fails is destroyed before the error is
+ * returned, so nothing of it stays in xenstore.  A suspend image or
+ * migration stream is checked before libxl sees it (check_stream: libxl
+ * 4.17 crashes on a bad stream header). */
+#include "hypervisor/xen/xen.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libxl.h>
+#include <libxl_utils.h>
+#include <xenstore.h>
+
+#include "log.h"
+
+#define LOG_MODULE "xen"
+#define PAGE       4096
+/* libxl's INVALID_DOMID is an int; domain ids are uint32_t. */
+#define NO_DOMID   ((uint32_t)INVALID_DOMID)
+
+/* How often a waiting shutdown looks at the domain again. */
+#define POLL_NS                100000000L
+/* How long a migration sender waits for the receiver's word. */
+#define MIGRATE_ACK_TIMEOUT_MS 300000
+
+static libxl_ctx *ctx;
+static struct xs_handle *xsh;
+
+/* --- libxl's log ----------------------------------------------------------
+ * libxl says what went wrong only in log messages; the first error of the
+ * thread's current call is what its caller gets to see (the root cause:
+ * libxl then logs each layer that gives up). */
+
+static __thread char first_error[512];
+
+__attribute__((format(printf, 5, 0))) static void
+log_vmessage(xentoollog_logger *lg, xentoollog_level level, int errnoval,
+             const char *context, const char *format, va_list al)
+{
+    XA_UNUSED(lg);
+    char msg[480];
+    vsnprintf(msg, sizeof msg, format, al);
+    const char *who = context ? context : "libxl";
+    if (level >= XTL_ERROR) {
+        char full[512];
+        if (errnoval > 0) {
+            snprintf(full, sizeof full, "%s: %s", msg, strerror(errnoval));
+        } else {
+            snprintf(full, sizeof full, "%s", msg);
+        }
+        if (!first_error[0]) {
+            memcpy(first_error, full, sizeof first_error);
+        }
+        xa_log_err(LOG_MODULE, "%s: %s", who, full);
+    } else if (level >= XTL_WARN) {
+        xa_log_warn(LOG_MODULE, "%s: %s", who, msg);
+    } else if (level >= XTL_NOTICE) {
+        xa_log_info(LOG_MODULE, "%s: %s", who, msg);
+    } else {
+        xa_log_debug(LOG_MODULE, "%s: %s", who, msg);
+    }
+}
+
+static void
+log_progress(xentoollog_logger *lg, const char *context, const char *doing,
+             int percent, unsigned long done, unsigned long total)
+{
+    XA_UNUSED(lg);
+    XA_UNUSED(done);
+    XA_UNUSED(total);
+    /* The save stream reports every few pages; the ends are enough. */
+    if (percent == 0 || percent == 100) {
+        xa_log_debug(LOG_MODULE, "%s: %s: %d%%", context ? context : "libxl",
+                     doing, percent);
+    }
+}
+
+static void
+log_destroy(xentoollog_logger *lg)
+{
+    XA_UNUSED(lg); /* static */
+}
+
+static xentoollog_logger logger = {
+    .vmessage = log_vmessage,
+    .progress = log_progress,
+    .destroy = log_destroy,
+};
+
+static void
+clear_error(void)
+{
+    first_error[0] = '\0';
+}
+
+/* The XenAPI error for a failed libxl call 'what' on VM 'uuid'. */
+static struct xa_error *
+lx_error(const char *what, const char *uuid, int rc)
+{
+    const char *msg = first_error[0] ? first_error : "no detail from libxl";
+    xa_log_err(LOG_MODULE, "%s of %s failed (libxl error %d): %s", what, uuid,
+               rc, msg);
+    return xa_error_internal("xen: %s: %s (libxl error %d)", what, msg, rc);
+}
+
+static struct xa_error *
+no_domain(const char *uuid)
+{
+    return xa_error_internal("xen: no domain for VM %s", uuid);
+}
+
+/* --- finding domains ------------------------------------------------------ */
+
+/* What the driver needs to know of one domain. */
+struct dom {
+    uint32_t domid;
+    bool paused, shutdown;
+    libxl_shutdown_reason reason;
+    uint64_t memkb;
+    uint32_t vcpus;
+    uint64_t cpu_ns;
+    libxl_uuid uuid;
+};
+
+static void
+dom_from_info(const libxl_dominfo *i, struct dom *d)
+{
+    d->domid = i->domid;
+    d->paused = i->paused;
+    d->shutdown = i->shutdown;
+    d->reason = i->shutdown_reason;
+    d->memkb = i->current_memkb;
+    d->vcpus = i->vcpu_online;
+    d->cpu_ns = i->cpu_time;
+    d->uuid = i->uuid;
+}
+
+/* Finds the live domain of VM 'uuid' (dying ones are on their way out and
+ * count as gone).  False when there is none. */
+static bool
+find_domain(const char *uuid, struct dom *out)
+{
+    libxl_uuid u;
+    if (libxl_uuid_from_string(&u, uuid) != 0) {
+        return false;
+    }
+    int n = 0;
+    libxl_dominfo *l = libxl_list_domain(ctx, &n);
+    bool found = false;
+    for (int i = 0; l && i < n && !found; i++) {
+        if (l[i].domid != 0 && !l[i].dying &&
+            libxl_uuid_compare(&l[i].uuid, &u) == 0) {
+            dom_from_info(&l[i], out);
+            found = true;
+        }
+    }
+    if (l) {
+        libxl_dominfo_list_free(l, n);
+    }
+    return found;
+}
+
+/* Destroys whatever domain VM 'uuid' still has: after a failed build,
+ * libxl normally cleans up itself, but a half-made domain must not stay
+ * in xenstore under any circumstances. */
+static void
+scrub(const char *uuid)
+{
+    struct dom d;
+    for (int tries = 0; tries < 3 && find_domain(uuid, &d); tries++) {
+        xa_log_warn(LOG_MODULE, "destroying leftover domain %u of VM %s",
+                    d.domid, uuid);
+        libxl_domain_destroy(ctx, d.domid, NULL);
+    }
+}
+
+/* --- building a configuration ------------------------------------------- */
+
+static const char *
+platform_get(const struct xa_hv_domain_config *cfg, const char *key)
+{
+    for (const char *const *p = cfg->platform; p && p[0] && p[1]; p += 2) {
+        if (strcmp(p[0], key) == 0) {
+            return p[1];
+        }
+    }
+    return NULL;
+}
+
+/* PV unless the VM asks for HVM (HVM_boot_policy) or for PVH: xapi's
+ * VM.domain_type is not in the driver's configuration, so PVH is chosen
+ * with platform:domain_type=pvh (which also overrides the other two). */
+static libxl_domain_type
+domain_type(const struct xa_hv_domain_config *cfg)
+{
+    const char *t = platform_get(cfg, "domain_type");
+    if (t && strcmp(t, "pvh") == 0) {
+        return LIBXL_DOMAIN_TYPE_PVH;
+    }
+    if (t && strcmp(t, "pv") == 0) {
+        return LIBXL_DOMAIN_TYPE_PV;
+    }
+    if ((t && strcmp(t, "hvm") == 0) || cfg->hvm) {
+        return LIBXL_DOMAIN_TYPE_HVM;
+    }
+    return LIBXL_DOMAIN_TYPE_PV;
+}
+
+static char *
+dup_or_null(const char *s)
+{
+    return s && *s ? xa_strdup(s) : NULL;
+}
+
+/* "0" -> "xvda", "1" -> "xvdb"; anything else is taken as a device name. */
+static char *
+vdev_name(const char *userdevice)
+{
+    int64_t n;
+    if (userdevice && xa_parse_int64(userdevice, &n) && n >= 0 && n < 26) {
+        return xa_asprintf("xvd%c", (char)('a' + n));
+    }
+    return xa_strdup(userdevice && *userdevice ? userdevice : "xvda");
+}
+
+static bool
+is_block_device(const char *path)
+{
+    return strncmp(path, "/dev/", 5) == 0;
+}
+
+static void
+disk_config(const struct xa_hv_disk *k, libxl_device_disk *disk)
+{
+    libxl_device_disk_init(disk);
+    disk->vdev = vdev_name(k->device);
+    disk->readwrite = !k->read_only;
+    disk->is_cdrom = k->cdrom;
+    disk->removable = k->cdrom;
+    if (!k->path) {
+        disk->format = LIBXL_DISK_FORMAT_EMPTY;
+        disk->backend = LIBXL_DISK_BACKEND_QDISK;
+        return;
+    }
+    disk->pdev_path = xa_strdup(k->path);
+    bool qcow2 = k->format && strcmp(k->format, "qcow2") == 0;
+    disk->format = qcow2 ? LIBXL_DISK_FORMAT_QCOW2 : LIBXL_DISK_FORMAT_RAW;
+    /* The kernel's blkback serves raw block devices directly; images in
+     * files (and every qcow2) go through QEMU's qdisk in dom0. */
+    disk->backend = !qcow2 && is_block_device(k->path)
+                        ? LIBXL_DISK_BACKEND_PHY
+                        : LIBXL_DISK_BACKEND_QDISK;
+}
+
+static bool
+parse_mac(const char *s, libxl_mac *mac)
+{
+    unsigned b[6];
+    if (!s || sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x", &b[0], &b[1], &b[2], &b[3],
+                     &b[4], &b[5]) != 6) {
+        return false;
+    }
+    for (int i = 0; i < 6; i++) {
+        (*mac)[i] = (uint8_t)b[i];
+    }
+    return true;
+}
+
+/* Xen's hotplug script for a guest NIC: Open vSwitch's when it is
+ * installed (xapi's bridges are OVS bridges), else the Linux bridge one. */
+static const char *
+vif_script(void)
+{
+    return access("/usr/bin/ovs-vsctl", X_OK) == 0 ? "vif-openvswitch"
+                                                   : "vif-bridge";
+}
+
+static struct xa_error *
+nic_config(const struct xa_hv_nic *n, libxl_device_nic *nic)
+{
+    libxl_device_nic_init(nic);
+    int64_t devid = 0;
+    if (!n->device || !xa_parse_int64(n->device, &devid) || devid < 0) {
+        return xa_error_internal("xen: bad VIF device '%s'",
+                                 n->device ? n->device : "");
+    }
+    nic->devid = (libxl_devid)devid;
+    if (n->mac && *n->mac && !parse_mac(n->mac, &nic->mac)) {
+        return xa_error_new("MAC_INVALID", 1, n->mac);
+    }
+    if (n->bridge && *n->bridge) {
+        nic->bridge = xa_strdup(n->bridge);
+    }
+    if (n->mtu > 0) {
+        nic->mtu = (int)n->mtu;
+    }
+    nic->script = xa_strdup(vif_script());
+    nic->nictype = LIBXL_NIC_TYPE_VIF;
+    return NULL;
+}
+
+/* Fills 'dc' (initialised here; the caller disposes of it) from 'cfg'. */
+static struct xa_error *
+domain_config(const struct xa_hv_domain_config *cfg, libxl_domain_config *dc)
+{
+    libxl_domain_config_init(dc);
+    libxl_domain_type type = domain_type(cfg);
+    libxl_domain_create_info *c = &dc->c_info;
+    c->type = type;
+    /* Names must be unique to libxl; name_labels are not.  The uuid is
+     * also what xenconsoled names the console log after. */
+    c->name = xa_strdup(cfg->uuid);
+    if (libxl_uuid_from_string(&c->uuid, cfg->uuid) != 0) {
+        return xa_error_uuid_invalid("VM", cfg->uuid);
+    }
+    libxl_domain_build_info *b = &dc->b_info;
+    libxl_domain_build_info_init_type(b, type);
+    if (type != LIBXL_DOMAIN_TYPE_HVM && !(cfg->kernel && *cfg->kernel)) {
+        return xa_error_internal("xen: VM %s: a %s domain needs PV_kernel "
+                                 "(bootloaders are not supported)",
+                                 cfg->uuid,
+                                 type == LIBXL_DOMAIN_TYPE_PVH ? "PVH" : "PV");
+    }
+    b->kernel = dup_or_null(cfg->kernel);
+    b->ramdisk = dup_or_null(cfg->ramdisk);
+    b->cmdline = dup_or_null(cfg->cmdline);
+    if (type == LIBXL_DOMAIN_TYPE_HVM) {
+        b->u.hvm.boot = xa_strdup(
+            cfg->boot_order && *cfg->boot_order ? cfg->boot_order : "cd");
+        libxl_defbool_set(&b->u.hvm.vnc.enable, true);
+        libxl_defbool_set(&b->u.hvm.vnc.findunused, true);
+    }
+    int64_t max = cfg->memory_static_max;
+    int64_t target = cfg->memory_target > 0 ? cfg->memory_target : max;
+    if (max <= 0) {
+        return xa_error_internal("xen: VM %s: memory_static_max is %" PRId64,
+                                 cfg->uuid, max);
+    }
+    /* memory_target includes xapi's overhead estimate, which libxl adds
+     * on its own: the guest never gets more than its static maximum. */
+    b->max_memkb = (uint64_t)(max / 1024);
+    b->target_memkb = (uint64_t)((target < max ? target : max) / 1024);
+    int64_t vmax = cfg->vcpus_max > 0 ? cfg->vcpus_max : 1;
+    int64_t vnow = cfg->vcpus_at_startup > 0 ? cfg->vcpus_at_startup : vmax;
+    if (vnow > vmax) {
+        vnow = vmax;
+    }
+    b->max_vcpus = (int)vmax;
+    if (libxl_bitmap_alloc(ctx, &b->avail_vcpus, (int)vmax) != 0) {
+        return xa_error_internal("xen: cannot allocate a VCPU map");
+    }
+    libxl_bitmap_set_none(&b->avail_vcpus);
+    for (int64_t i = 0; i < vnow; i++) {
+        libxl_bitmap_set(&b->avail_vcpus, (int)i);
+    }
+    if (cfg->n_disks) {
+        dc->disks = xa_calloc(cfg->n_disks, sizeof *dc->disks);
+        for (size_t i = 0; i < cfg->n_disks; i++) {
+            disk_config(&cfg->disks[i], &dc->disks[dc->num_disks++]);
+        }
+    }
+    if (cfg->n_nics) {
+        dc->nics = xa_calloc(cfg->n_nics, sizeof *dc->nics);
+        for (size_t i = 0; i < cfg->n_nics; i++) {
+            struct xa_error *err =
+                nic_config(&cfg->nics[i], &dc->nics[dc->num_nics++]);
+            if (err) {
+                return err;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* Builds the domain of 'dc' (from nothing, or from the save stream on
+ * 'restore_fd' when it is >= 0); leaves it paused.  On failure nothing of
+ * it remains. */
+static struct xa_error *
+build(libxl_domain_config *dc, const char *uuid, int restore_fd,
+      uint32_t *domid)
+{
+    struct dom old;
+    if (find_domain(uuid, &old)) {
+        return xa_error_internal("xen: VM %s already has domain %u", uuid,
+                                 old.domid);
+    }
+    uint32_t id = NO_DOMID;
+    clear_error();
+    int rc;
+    if (restore_fd < 0) {
+        rc = libxl_domain_create_new(ctx, dc, &id, NULL, NULL);
+    } else {
+        libxl_domain_restore_params params;
+        libxl_domain_restore_params_init(&params);
+        params.checkpointed_stream = LIBXL_CHECKPOINTED_STREAM_NONE;
+        /* libxl_domain_suspend writes version 2; the default (1) would
+         * have libxl run convert-legacy-stream over it. */
+        params.stream_version = 2;
+        rc = libxl_domain_create_restore(ctx, dc, &id, restore_fd, -1, &params,
+                                         NULL, NULL);
+        libxl_domain_restore_params_dispose(&params);
+    }
+    if (rc != 0) {
+        struct xa_error *err =
+            lx_error(restore_fd < 0 ? "create" : "restore", uuid, rc);
+        if (id != NO_DOMID) {
+            libxl_domain_destroy(ctx, id, NULL);
+        }
+        scrub(uuid);
+        return err;
+    }
+    *domid = id;
+    return NULL;
+}
+
+/* --- the entries ------------------------------------------------------------
+ */
+
+static const libxl_childproc_hooks child_hooks = {
+    /* xapid has children of its own (storage and network tools): libxl
+     * must reap only the ones it started (hotplug scripts, the save
+     * helper). */
+    .chldowner = libxl_sigchld_owner_libxl_always_selective_reap,
+};
+
+static struct xa_error *
+xen_init(void)
+{
+    clear_error();
+    int rc = libxl_ctx_alloc(&ctx, LIBXL_VERSION, 0, &logger);
+    if (rc != 0) {
+        ctx = NULL;
+        return xa_error_internal("xen: cannot open libxl (%s): is this the "
+                                 "control domain of a Xen host, with "
+                                 "xenstored running?",
+                                 first_error[0] ? first_error : "no detail");
+    }
+    libxl_childproc_setmode(ctx, &child_hooks, NULL);
+    xsh = xs_open(0);
+    if (!xsh) {
+        libxl_ctx_free(ctx);
+        ctx = NULL;
+        return xa_error_internal("xen: cannot open xenstore: %s",
+                                 strerror(errno));
+    }
+    const libxl_version_info *v = libxl_get_version_info(ctx);
+    libxl_physinfo pi;
+    libxl_physinfo_init(&pi);
+    if (libxl_get_physinfo(ctx, &pi) == 0) {
+        xa_log_info(LOG_MODULE,
+                    "Xen %d.%d%s: %u CPUs, %" PRIu64 " MiB, %" PRIu64
+                    " MiB free, hvm %s",
+                    v ? v->xen_version_major : 0, v ? v->xen_version_minor : 0,
+                    v && v->xen_version_extra ? v->xen_version_extra : "",
+                    pi.nr_cpus, pi.total_pages * PAGE >> 20,
+                    pi.free_pages * PAGE >> 20, pi.cap_hvm ? "yes" : "no");
+    }
+    libxl_physinfo_dispose(&pi);
+    return NULL;
+}
+
+static void
+xen_fini(void)
+{
+    if (xsh) {
+        xs_close(xsh);
+        xsh = NULL;
+    }
+    if (ctx) {
+        libxl_ctx_free(ctx);
+        ctx = NULL;
+    }
+}
+
+static struct xa_error *
+xen_host_memory(int64_t *total, int64_t *free_bytes)
+{
+    libxl_physinfo pi;
+    libxl_physinfo_init(&pi);
+    clear_error();
+    int rc = libxl_get_physinfo(ctx, &pi);
+    if (rc == 0) {
+        *total = (int64_t)(pi.total_pages * PAGE);
+        /* Pages being scrubbed are free in a moment; pages claimed by
+         * domains being built are not. */
+        uint64_t f = pi.free_pages + pi.scrub_pages;
+        f = f > pi.outstanding_pages ? f - pi.outstanding_pages : 0;
+        *free_bytes = (int64_t)(f * PAGE);
+    }
+    libxl_physinfo_dispose(&pi);
+    return rc == 0 ? NULL : lx_error("physinfo", "host", rc);
+}
+
+static struct xa_error *
+xen_create(const struct xa_hv_domain_config *cfg, int64_t *domid)
+{
+    libxl_domain_config dc;
+    struct xa_error *err = domain_config(cfg, &dc);
+    uint32_t id = NO_DOMID;
+    if (!err) {
+        err = build(&dc, cfg->uuid, -1, &id);
+    }
+    libxl_domain_config_dispose(&dc);
+    if (!err) {
+        xa_log_info(LOG_MODULE, "VM %s: built domain %u", cfg->uuid, id);
+        *domid = id;
+    }
+    return err;
+}
+
+static struct xa_error *
+xen_unpause(const char *uuid)
+{
+    struct dom d;
+    if (!find_domain(uuid, &d)) {
+        return no_domain(uuid);
+    }
+    clear_error();
+    int rc = libxl_domain_unpause(ctx, d.domid, NULL);
+    return rc == 0 ? NULL : lx_error("unpause", uuid, rc);
+}
+
+static struct xa_error *
+xen_pause(const char *uuid)
+{
+    struct dom d;
+    if (!find_domain(uuid, &d)) {
+        return no_domain(uuid);
+    }
+    clear_error();
+    int rc = libxl_domain_pause(ctx, d.domid, NULL);
+    return rc == 0 ? NULL : lx_error("pause", uuid, rc);
+}
+
+static void
+nap(long ns)
+{
+    struct timespec ts = {0, ns};
+    nanosleep(&ts, NULL);
+}
+
+/* Waits until domain 'domid' has shut down (true, '*reason' set) or is
+ * gone (true, reason UNKNOWN), or 'timeout' seconds have passed (false). */
+static bool
+wait_shutdown(uint32_t domid, double timeout, libxl_shutdown_reason *reason)
+{
+    double deadline = xa_monotonic() + timeout;
+    for (;;) {
+        libxl_dominfo info;
+        libxl_dominfo_init(&info);
+        int rc = libxl_domain_info(ctx, &info, domid);
+        bool gone = rc != 0 || info.dying;
+        bool down = !gone && info.shutdown;
+        *reason = down ? info.shutdown_reason : LIBXL_SHUTDOWN_REASON_UNKNOWN;
+        libxl_dominfo_dispose(&info);
+        if (gone || down) {
+            return true;
+        }
+        if (xa_monotonic() >= deadline) {
+            return false;
+        }
+        nap(POLL_NS);
+    }
+}
+
+/* Destroys the domain and rebuilds it, running, from the configuration
+ * libxl kept for it. */
+static struct xa_error *
+rebuild(const char *uuid, uint32_t domid, int64_t *new_domid)
+{
+    libxl_domain_config dc, fresh;
+    libxl_domain_config_init(&dc);
+    clear_error();
+    int rc = libxl_retrieve_domain_configuration(ctx, domid, &dc, NULL);
+    if (rc != 0) {
+        libxl_domain_config_dispose(&dc);
+        struct xa_error *err = lx_error("reboot (configuration)", uuid, rc);
+        libxl_domain_destroy(ctx, domid, NULL);
+        return err;
+    }
+    /* The stored configuration names the old domain id; a new domain
+     * takes whatever id Xen gives it. */
+    libxl_domain_config_init(&fresh);
+    dc.c_info.domid = fresh.c_info.domid;
+    libxl_domain_config_dispose(&fresh);
+    clear_error();
+    rc = libxl_domain_destroy(ctx, domid, NULL);
+    struct xa_error *err = rc == 0 ? NULL : lx_error("destroy", uuid, rc);
+    uint32_t id = NO_DOMID;
+    if (!err) {
+        err = build(&dc, uuid, -1, &id);
+    }
+    libxl_domain_config_dispose(&dc);
+    if (!err) {
+        clear_error();
+        rc = libxl_domain_unpause(ctx, id, NULL);
+        if (rc != 0) {
+            err = lx_error("unpause", uuid, rc);
+            libxl_domain_destroy(ctx, id, NULL);
+        }
+    }
+    if (!err) {
+        xa_log_info(LOG_MODULE, "VM %s: rebooted as domain %u", uuid, id);
+        if (new_domid) {
+            *new_domid = id;
+        }
+    }
+    return err;
+}
+
+static struct xa_error *
+xen_shutdown(const char *uuid, enum xa_hv_shutdown_reason reason,
+             double timeout, int64_t *new_domid)
+{
+    struct dom d;
+    if (!find_domain(uuid, &d)) {
+        return no_domain(uuid);
+    }
+    char t[32];
+    snprintf(t, sizeof t, "%g", timeout);
+    if (d.paused && !d.shutdown) {
+        /* A paused guest cannot see the request: waiting is pointless. */
+        return xa_error_new("VM_SHUTDOWN_TIMEOUT", 2, uuid, t);
+    }
+    if (!d.shutdown) {
+        clear_error();
+        int rc = reason == XA_HV_POWEROFF
+                     ? libxl_domain_shutdown(ctx, d.domid, NULL)
+                     : libxl_domain_reboot(ctx, d.domid, NULL);
+        if (rc != 0) {
+            return lx_error(reason == XA_HV_POWEROFF ? "shutdown" : "reboot",
+                            uuid, rc);
+        }
+    }
+    libxl_shutdown_reason why;
+    if (!wait_shutdown(d.domid, timeout, &why)) {
+        return xa_error_new("VM_SHUTDOWN_TIMEOUT", 2, uuid, t);
+    }
+    if (why == LIBXL_SHUTDOWN_REASON_CRASH) {
+        libxl_domain_destroy(ctx, d.domid, NULL);
+        return xa_error_internal("xen: VM %s crashed while shutting down",
+                                 uuid);
+    }
+    if (reason == XA_HV_REBOOT) {
+        return rebuild(uuid, d.domid, new_domid);
+    }
+    clear_error();
+    int rc = libxl_domain_destroy(ctx, d.domid, NULL);
+    return rc == 0 || !find_domain(uuid, &d) ? NULL
+                                             : lx_error("destroy", uuid, rc);
+}
+
+static struct xa_error *
+xen_destroy(const char *uuid)
+{
+    struct dom d;
+    if (!find_domain(uuid, &d)) {
+        return NULL; /* gone already: what the caller wants */
+    }
+    clear_error();
+    int rc = libxl_domain_destroy(ctx, d.domid, NULL);
+    if (rc != 0 && find_domain(uuid, &d)) {
+        return lx_error("destroy", uuid, rc);
+    }
+    return NULL;
+}
+
+static struct xa_error *
+xen_hard_reboot(const struct xa_hv_domain_config *cfg, int64_t *new_domid)
+{
+    struct xa_error *err = xen_destroy(cfg->uuid);
+    int64_t id = -1;
+    if (!err) {
+        err = xen_create(cfg, &id);
+    }
+    if (!err) {
+        err = xen_unpause(cfg->uuid);
+        if (err) {
+            xa_error_free(xen_destroy(cfg->uuid));
+        }
+    }
+    if (!err && new_domid) {
+        *new_domid = id;
+    }
+    return err;
+}
+
+/* Streams the domain's state into 'fd' (libxl's save format); on success
+ * the domain has shut down in the "suspend" state and still exists. */
+static struct xa_error *
+save_to(const char *uuid, const struct dom *d, int fd, bool live)
+{
+    clear_error();
+    int rc = libxl_domain_suspend(ctx, d->domid, fd,
+                                  live ? LIBXL_SUSPEND_LIVE : 0, NULL);
+    return rc == 0 ? NULL : lx_error(live ? "migrate" : "suspend", uuid, rc);
+}
+
+/* Lets a domain that was suspended for a save that then failed run on. */
+static void
+cancel_save(const char *uuid, uint32_t domid)
+{
+    clear_error();
+    int rc = libxl_domain_resume(ctx, domid, 1, NULL);
+    if (rc != 0) {
+        xa_log_err(LOG_MODULE,
+                   "VM %s: cannot resume domain %u after a failed "
+                   "save: %s",
+                   uuid, domid, first_error);
+    }
+}
+
+static struct xa_error *
+xen_suspend(const char *uuid, const char *path)
+{
+    struct dom d;
+    if (!find_domain(uuid, &d)) {
+        return no_domain(uuid);
+    }
+    if (!path || !*path) {
+        return xa_error_internal("xen: suspend of %s: no image path", uuid);
+    }
+    /* The image may be a preallocated volume: written over, not cut. */
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        return xa_error_internal("xen: cannot open %s: %s", path,
+                                 strerror(errno));
+    }
+    struct xa_error *err = save_to(uuid, &d, fd, false);
+    if (!err && fsync(fd) != 0) {
+        err = xa_error_internal("xen: cannot write %s: %s", path,
+                                strerror(errno));
+    }
+    close(fd);
+    if (err) {
+        cancel_save(uuid, d.domid);
+        return err;
+    }
+    clear_error();
+    int rc = libxl_domain_destroy(ctx, d.domid, NULL);
+    return rc == 0 ? NULL : lx_error("destroy", uuid, rc);
+}
+
+/* Checks that 'fd' starts with a libxl save stream (version 2), without
+ * consuming it: libxl 4.17 crashes (a NULL callback, in the caller's
+ * thread) when restore meets a bad stream header, so a file that is not
+ * a stream must never reach it.  Files are read and rewound; sockets
+ * are peeked at. */
+static struct xa_error *
+check_stream(int fd, bool socket_fd, const char *what)
+{
+    unsigned char h[12];
+    ssize_t n = socket_fd ? recv(fd, h, sizeof h, MSG_PEEK | MSG_WAITALL)
+                          : pread(fd, h, sizeof h, 0);
+    static const unsigned char ident[8] = {'L', 'i', 'b', 'x',
+                                           'l', 'F', 'm', 't'};
+    if (n != (ssize_t)sizeof h || memcmp(h, ident, sizeof ident) != 0) {
+        return xa_error_internal("xen: %s is not a libxl save stream", what);
+    }
+    uint32_t version = (uint32_t)h[8] << 24 | (uint32_t)h[9] << 16 |
+                       (uint32_t)h[10] << 8 | h[11];
+    if (version != 2) {
+        return xa_error_internal("xen: %s is a libxl stream of version %u, "
+                                 "not 2",
+                                 what, version);
+    }
+    return NULL;
+}
+
+static struct xa_error *
+xen_resume(const struct xa_hv_domain_config *cfg, const char *path,
+           int64_t *domid)
+{
+    if (!path || !*path) {
+        return xa_error_internal("xen: resume of %s: no suspend image",
+                                 cfg->uuid);
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return xa_error_internal("xen: cannot open %s: %s", path,
+                                 strerror(errno));
+    }
+    struct xa_error *err = check_stream(fd, false, path);
+    if (err) {
+        xa_log_err(LOG_MODULE, "VM %s: cannot resume: %s", cfg->uuid,
+                   err->params[0]);
+        close(fd);
+        return err;
+    }
+    libxl_domain_config dc;
+    err = domain_config(cfg, &dc);
+    uint32_t id = NO_DOMID;
+    if (!err) {
+        err = build(&dc, cfg->uuid, fd, &id);
+    }
+    libxl_domain_config_dispose(&dc);
+    close(fd);
+    if (!err) {
+        xa_log_info(LOG_MODULE, "VM %s: restored as domain %u", cfg->uuid, id);
+        *domid = id;
+    }
+    return err;
+}
+
+/* Connects to "tcp:HOST:PORT". */
+static struct xa_error *
+dial(const char *url, int *fd_out)
+{
+    if (strncmp(url, "tcp:", 4) != 0) {
+        return xa_error_internal("xen: migration URL '%s' is not tcp:HOST:PORT",
+                                 url);
+    }
+    const char *hp = url + 4;
+    const char *colon = strrchr(hp, ':');
+    if (!colon || colon == hp || !colon[1]) {
+        return xa_error_internal("xen: migration URL '%s' is not tcp:HOST:PORT",
+                                 url);
+    }
+    char *host = xa_asprintf("%.*s", (int)(colon - hp), hp);
+    /* [v6] literals */
+    if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = '\0';
+    }
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    int gai = getaddrinfo(host, colon + 1, &hints, &res);
+    free(host);
+    if (gai != 0) {
+        return xa_error_internal("xen: cannot resolve %s: %s", url,
+                                 gai_strerror(gai));
+    }
+    int fd = -1;
+    for (struct addrinfo *a = res; a && fd < 0; a = a->ai_next) {
+        fd =
+            socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+        if (fd >= 0 && connect(fd, a->ai_addr, a->ai_addrlen) != 0) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+        return xa_error_internal("xen: cannot connect to %s: %s", url,
+                                 strerror(errno));
+    }
+    *fd_out = fd;
+    return NULL;
+}
+
+/* The receiver's word that the domain runs there: one byte. */
+#define MIGRATE_ACK 'R'
+
+static struct xa_error *
+xen_migrate_send(const char *uuid, const char *url, bool live)
+{
+    struct dom d;
+    if (!find_domain(uuid, &d)) {
+        return no_domain(uuid);
+    }
+    int fd = -1;
+    struct xa_error *err = dial(url, &fd);
+    if (err) {
+        return err;
+    }
+    err = save_to(uuid, &d, fd, live);
+    if (!err) {
+        /* Until the receiver says it has the domain, ours is the only
+         * copy: it is destroyed only once the word comes. */
+        shutdown(fd, SHUT_WR);
+        struct pollfd p = {fd, POLLIN, 0};
+        char ack = 0;
+        if (poll(&p, 1, MIGRATE_ACK_TIMEOUT_MS) != 1 ||
+            read(fd, &ack, 1) != 1 || ack != MIGRATE_ACK) {
+            err = xa_error_internal("xen: migration of %s to %s: the "
+                                    "receiver did not take the domain",
+                                    uuid, url);
+        }
+    }
+    close(fd);
+    if (err) {
+        cancel_save(uuid, d.domid);
+        return err;
+    }
+    clear_error();
+    int rc = libxl_domain_destroy(ctx, d.domid, NULL);
+    if (rc != 0) {
+        xa_log_err(LOG_MODULE,
+                   "VM %s: migrated, but the old domain %u "
+                   "remains: %s",
+                   uuid, d.domid, first_error);
+    }
+    return NULL;
+}
+
+static struct xa_error *
+xen_migrate_receive(const struct xa_hv_domain_config *cfg, int fd,
+                    int64_t *domid)
+{
+    struct xa_error *err = check_stream(fd, true, "the migration stream");
+    if (err) {
+        return err;
+    }
+    libxl_domain_config dc;
+    err = domain_config(cfg, &dc);
+    uint32_t id = NO_DOMID;
+    if (!err) {
+        err = build(&dc, cfg->uuid, fd, &id);
+    }
+    libxl_domain_config_dispose(&dc);
+    if (!err) {
+        clear_error();
+        int rc = libxl_domain_unpause(ctx, id, NULL);
+        if (rc != 0) {
+            err = lx_error("unpause", cfg->uuid, rc);
+            libxl_domain_destroy(ctx, id, NULL);
+        }
+    }
+    if (!err) {
+        char ack = MIGRATE_ACK;
+        if (write(fd, &ack, 1) != 1) {
+            /* The sender will resume its copy: ours must go. */
+            err = xa_error_internal("xen: migration of %s: cannot answer the "
+                                    "sender: %s",
+                                    cfg->uuid, strerror(errno));
+            libxl_domain_destroy(ctx, id, NULL);
+        }
+    }
+    if (!err) {
+        *domid = id;
+    }
+    return err;
+}
+
+static void
+fill_info(const struct dom *d, struct xa_hv_domain_info *out)
+{
+    memset(out, 0, sizeof *out);
+    snprintf(out->uuid, sizeof out->uuid, LIBXL_UUID_FMT,
+             LIBXL_UUID_BYTES(d->uuid));
+    out->domid = d->domid;
+    if (d->shutdown) {
+        out->state = d->reason == LIBXL_SHUTDOWN_REASON_CRASH ||
+                             d->reason == LIBXL_SHUTDOWN_REASON_WATCHDOG
+                         ? XA_HV_CRASHED
+                         : XA_HV_SHUTDOWN;
+    } else {
+        out->state = d->paused ? XA_HV_PAUSED : XA_HV_RUNNING;
+    }
+    out->memory_actual = (int64_t)d->memkb * 1024;
+    out->vcpus = d->vcpus;
+    out->cpu_seconds = (double)d->cpu_ns / 1e9;
+    out->start_time = libxl_vm_get_start_time(ctx, d->domid);
+}
+
+static struct xa_error *
+xen_list(struct xa_hv_domain_info **out, size_t *n_out)
+{
+    int n = 0;
+    clear_error();
+    libxl_dominfo *l = libxl_list_domain(ctx, &n);
+    if (!l) {
+        return lx_error("list", "host", ERROR_FAIL);
+    }
+    struct xa_hv_domain_info *a = xa_calloc(n > 0 ? (size_t)n : 1, sizeof *a);
+    size_t k = 0;
+    for (int i = 0; i < n; i++) {
+        if (l[i].domid == 0 || l[i].dying) {
+            continue;
+        }
+        struct dom d;
+        dom_from_info(&l[i], &d);
+        fill_info(&d, &a[k++]);
+    }
+    libxl_dominfo_list_free(l, n);
+    *out = a;
+    *n_out = k;
+    return NULL;
+}
+
+static struct xa_error *
+xen_get_info(const char *uuid, struct xa_hv_domain_info *out)
+{
+    struct dom d;
+    if (!find_domain(uuid, &d)) {
+        return no_domain(uuid);
+    }
+    fill_info(&d, out);
+    return NULL;
+}
+
+/* --- the guest agent's reports in xenstore -------------------------------- */
+
+static char *
+xs_get(uint32_t domid, const char *rel)
+{
+    char *path = xa_asprintf("/local/domain/%u/%s", domid, rel);
+    unsigned len = 0;
+    char *v = xs_read(xsh, XBT_NULL, path, &len);
+    free(path);
+    return v;
+}
+
+/* A growing key, value, ... array. */
+struct kv {
+    char **a;
+    size_t n;
+};
+
+static void
+kv_add(struct kv *m, const char *key, char *val_owned)
+{
+    m->a = xa_realloc(m->a, (m->n + 3) * sizeof *m->a);
+    m->a[m->n++] = xa_strdup(key);
+    m->a[m->n++] = val_owned;
+    m->a[m->n] = NULL;
+}
+
+/* Adds 'key' = /local/domain/<domid>/<rel> when the agent wrote it. */
+static bool
+kv_from_xs(struct kv *m, uint32_t domid, const char *key, const char *rel)
+{
+    char *v = xs_get(domid, rel);
+    if (v) {
+        kv_add(m, key, v);
+    }
+    return v != NULL;
+}
+
+static char **
+kv_done(struct kv *m)
+{
+    if (!m->a) {
+        m->a = xa_calloc(1, sizeof *m->a);
+    }
+    return m->a;
+}
+
+/* attr/vif/<n>/ipv4/<i> and ipv6/<i>, as xe-guest-utilities writes them,
+ * become "<n>/ip", "<n>/ipv4/<i>", "<n>/ipv6/<i>". */
+static void
+guest_networks(uint32_t domid, struct kv *m)
+{
+    char *base = xa_asprintf("/local/domain/%u/attr/vif", domid);
+    unsigned nv = 0;
+    char **vifs = xs_directory(xsh, XBT_NULL, base, &nv);
+    for (unsigned i = 0; vifs && i < nv; i++) {
+        static const char *const fams[] = {"ipv4", "ipv6"};
+        for (size_t f = 0; f < XA_ARRAY_SIZE(fams); f++) {
+            char *dir = xa_asprintf("%s/%s/%s", base, vifs[i], fams[f]);
+            unsigned na = 0;
+            char **addrs = xs_directory(xsh, XBT_NULL, dir, &na);
+            for (unsigned j = 0; addrs && j < na; j++) {
+                char *p = xa_asprintf("%s/%s", dir, addrs[j]);
+                unsigned len = 0;
+                char *ip = xs_read(xsh, XBT_NULL, p, &len);
+                free(p);
+                if (!ip) {
+                    continue;
+                }
+                if (f == 0 && j == 0) {
+                    char *k = xa_asprintf("%s/ip", vifs[i]);
+                    kv_add(m, k, xa_strdup(ip));
+                    free(k);
+                }
+                char *k = xa_asprintf("%s/%s/%s", vifs[i], fams[f], addrs[j]);
+                kv_add(m, k, ip);
+                free(k);
+            }
+            free(addrs);
+            free(dir);
+        }
+    }
+    free(vifs);
+    free(base);
+}
+
+static struct xa_error *
+xen_guest_info(const char *uuid, struct xa_hv_guest_info *out)
+{
+    struct dom d;
+    if (!find_domain(uuid, &d)) {
+        return no_domain(uuid);
+    }
+    struct kv os = {0}, drv = {0}, net = {0}, other = {0};
+    bool agent = kv_from_xs(&os, d.domid, "name", "data/os_name");
+    agent |= kv_from_xs(&os, d.domid, "uname", "data/os_uname");
+    agent |= kv_from_xs(&os, d.domid, "distro", "data/os_distro");
+    agent |= kv_from_xs(&os, d.domid, "major", "data/os_majorver");
+    agent |= kv_from_xs(&os, d.domid, "minor", "data/os_minorver");
+    agent |= kv_from_xs(&drv, d.domid, "major", "attr/PVAddons/MajorVersion");
+    kv_from_xs(&drv, d.domid, "minor", "attr/PVAddons/MinorVersion");
+    kv_from_xs(&drv, d.domid, "micro", "attr/PVAddons/MicroVersion");
+    kv_from_xs(&drv, d.domid, "build", "attr/PVAddons/BuildVersion");
+    guest_networks(d.domid, &net);
+    /* The guest kernel itself advertises what its control node accepts. */
+    static const char *const features[] = {
+        "feature-shutdown", "feature-poweroff",     "feature-reboot",
+        "feature-suspend",  "feature-vcpu-hotplug",
+    };
+    for (size_t i = 0; i < XA_ARRAY_SIZE(features); i++) {
+        char *rel = xa_asprintf("control/%s", features[i]);
+        kv_from_xs(&other, d.domid, features[i], rel);
+        free(rel);
+    }
+    out->present = agent || net.n > 0;
+    out->os_version = kv_done(&os);
+    out->pv_drivers_version = kv_done(&drv);
+    out->networks = kv_done(&net);
+    out->other = kv_done(&other);
+    if (!out->present) {
+        xa_hv_guest_info_free(out);
+    }
+    return NULL;
+}
+
+static struct xa_error *
+xen_console(const char *uuid, enum xa_hv_console_kind kind, char **endpoint)
+{
+    struct dom d;
+    if (!find_domain(uuid, &d)) {
+        return no_domain(uuid);
+    }
+    if (kind == XA_HV_CONSOLE_VNC) {
+        char *port = xs_get(d.domid, "console/vnc-port");
+        if (!port) {
+            return xa_error_internal("xen: VM %s has no graphical console",
+                                     uuid);
+        }
+        *endpoint = xa_asprintf("tcp:127.0.0.1:%s", port);
+        free(port);
+        return NULL;
+    }
+    libxl_dominfo info;
+    libxl_dominfo_init(&info);
+    libxl_console_type type = LIBXL_CONSOLE_TYPE_PV;
+    if (libxl_domain_info(ctx, &info, d.domid) == 0 &&
+        info.domain_type == LIBXL_DOMAIN_TYPE_HVM) {
+        type = LIBXL_CONSOLE_TYPE_SERIAL;
+    }
+    libxl_dominfo_dispose(&info);
+    char *tty = NULL;
+    clear_error();
+    int rc = libxl_console_get_tty(ctx, d.domid, 0, type, &tty);
+    if (rc != 0) {
+        return lx_error("console", uuid, rc);
+    }
+    *endpoint = xa_asprintf("pty:%s", tty);
+    free(tty);
+    return NULL;
+}
+
+/* --- hot-plug ---------------------------------------------------------------
+ */
+
+static struct xa_error *
+xen_plug_disk(const char *uuid, const struct xa_hv_disk *disk)
+{
+    struct dom d;
+    if (!find_domain(uuid, &d)) {
+        return no_domain(uuid);
+    }
+    libxl_device_disk k;
+    disk_config(disk, &k);
+    clear_error();
+    int rc = libxl_device_disk_add(ctx, d.domid, &k, NULL);
+    libxl_device_disk_dispose(&k);
+    return rc == 0 ? NULL : lx_error("disk plug", uuid, rc);
+}
+
+static struct xa_error *
+xen_unplug_disk(const char *uuid, const char *device)
+{
+    struct dom d;
+    if (!find_domain(uuid, &d)) {
+        return no_domain(uuid);
+    }
+    char *vdev = vdev_name(device);
+    libxl_device_disk k;
+    libxl_device_disk_init(&k);
+    clear_error();
+    int rc = libxl_vdev_to_device_disk(ctx, d.domid, vdev, &k);
+    free(vdev);
+    if (rc == 0) {
+        rc = libxl_device_disk_remove(ctx, d.domid, &k, NULL);
+    }
+    libxl_device_disk_dispose(&k);
+    return rc == 0 ? NULL : lx_error("disk unplug", uuid, rc);
+}
+
+static struct xa_error *
+xen_plug_nic(const char *uuid, const struct xa_hv_nic *nic)
+{
+    struct dom d;
+    if (!find_domain(uuid, &d)) {
+        return no_domain(uuid);
+    }
+    libxl_device_nic n;
+    struct xa_error *err = nic_config(nic, &n);
+    if (!err) {
+        clear_error();
+        int rc = libxl_device_nic_add(ctx, d.domid, &n, NULL);
+        if (rc != 0) {
+            err = lx_error("VIF plug", uuid, rc);
+        }
+    }
+    libxl_device_nic_dispose(&n);
+    return err;
+}
+
+static struct xa_error *
+xen_unplug_nic(const char *uuid, const char *device)
+{
+    struct dom d;
+    if (!find_domain(uuid, &d)) {
+        return no_domain(uuid);
+    }
+    int64_t devid;
+    if (!device || !xa_parse_int64(device, &devid) || devid < 0) {
+        return xa_error_internal("xen: bad VIF device '%s'",
+                                 device ? device : "");
+    }
+    libxl_device_nic n;
+    libxl_device_nic_init(&n);
+    clear_error();
+    int rc = libxl_devid_to_device_nic(ctx, d.domid, (int)devid, &n);
+    if (rc == 0) {
+        rc = libxl_device_nic_remove(ctx, d.domid, &n, NULL);
+    }
+    libxl_device_nic_dispose(&n);
+    return rc == 0 ? NULL : lx_error("VIF unplug", uuid, rc);
+}
+
+static struct xa_error *
+xen_set_memory_target(const char *uuid, int64_t bytes)
+{
+    struct dom d;
+    if (!find_domain(uuid, &d)) {
+        return no_domain(uuid);
+    }
+    clear_error();
+    int rc = libxl_set_memory_target(ctx, d.domid, bytes / 1024, 0, 1);
+    return rc == 0 ? NULL : lx_error("memory target", uuid, rc);
+}
+
+const struct xa_hv_driver xa_hv_xen_driver = {
+    .name = "xen",
+    .init = xen_init,
+    .fini = xen_fini,
+    .host_memory = xen_host_memory,
+    .create = xen_create,
+    .unpause = xen_unpause,
+    .pause = xen_pause,
+    .shutdown = xen_shutdown,
+    .destroy = xen_destroy,
+    .hard_reboot = xen_hard_reboot,
+    .suspend = xen_suspend,
+    .resume = xen_resume,
+    .migrate_send = xen_migrate_send,
+    .migrate_receive = xen_migrate_receive,
+    .list = xen_list,
+    .get_info = xen_get_info,
+    .guest_info = xen_guest_info,
+    .console = xen_console,
+    .plug_disk = xen_plug_disk,
+    .unplug_disk = xen_unplug_disk,
+    .plug_nic = xen_plug_nic,
+    .unplug_nic = xen_unplug_nic,
+    .set_memory_target = xen_set_memory_target,
+};

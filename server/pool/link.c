@@ -1,0 +1,208 @@
+/* link.c - host-to-host calls: one kept-alive, pinned HTTPS connection
+ * per (peer, purpose), logged in with the pool secret.
+ *
+ * The TLS check runs inside the handshake (client.c): a peer whose
+ * certificate is neither a pool host's (Certificate rows) nor pinned at
+ * join never sees a byte of the request, the pool secret included. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "db/db.h"
+#include "log.h"
+#include "pool/pool-internal.h"
+#include "self.h"
+
+#define LOG       "pool"
+#define MAX_LINKS 256
+
+struct link {
+    char *key; /* "<kind> <addr>" */
+    char *addr;
+    struct xa_client *client;
+    char *session;
+    pthread_mutex_t lock; /* one call at a time on the connection */
+};
+
+static pthread_mutex_t links_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct link *links[MAX_LINKS];
+static size_t n_links;
+
+char *
+xa_pool_url(const char *addr)
+{
+    bool v6 = strchr(addr, ':') != NULL;
+    return xa_asprintf(v6 ? "https://[%s]:%d" : "https://%s:%d", addr,
+                       xa_pool_g.cfg.https_port);
+}
+
+bool
+xa_pool_fingerprint_trusted(const char *fp)
+{
+    pthread_mutex_lock(&xa_pool_g.lock);
+    bool ok = false;
+    for (size_t i = 0; i < xa_pool_g.n_pins && !ok; i++) {
+        ok = strcmp(xa_pool_g.pins[i], fp) == 0;
+    }
+    pthread_mutex_unlock(&xa_pool_g.lock);
+    if (ok) {
+        return true;
+    }
+    const struct xa_class_desc *C = xa_schema_class("Certificate");
+    int ff = xa_schema_field_index(C, "fingerprint");
+    struct xa_txn *t = xa_db_begin_read();
+    struct xa_value *all = xa_db_get_all(t, C);
+    for (size_t i = 0; all && i < all->u.arr.n && !ok; i++) {
+        const struct xa_value *f =
+            xa_db_peek_field(t, C, all->u.arr.items[i]->u.str.s, ff);
+        ok = f && xa_value_str(f) && strcmp(xa_value_str(f), fp) == 0;
+    }
+    xa_value_unref(all);
+    xa_db_end(t);
+    return ok;
+}
+
+static bool
+cert_check(void *ctx, const char *fp, bool ca_ok)
+{
+    XA_UNUSED(ca_ok);
+    struct link *l = ctx;
+    if (xa_pool_fingerprint_trusted(fp)) {
+        return true;
+    }
+    xa_log_warn(LOG, "refusing %s: certificate %s is not pinned", l->addr, fp);
+    return false;
+}
+
+static struct link *
+link_get(const char *addr, const char *kind, long timeout_s)
+{
+    char *key = xa_asprintf("%s %s", kind, addr);
+    pthread_mutex_lock(&links_lock);
+    struct link *l = NULL;
+    for (size_t i = 0; i < n_links && !l; i++) {
+        if (strcmp(links[i]->key, key) == 0) {
+            l = links[i];
+        }
+    }
+    if (!l && n_links < MAX_LINKS) {
+        l = xa_calloc(1, sizeof *l);
+        l->key = key;
+        key = NULL;
+        l->addr = xa_strdup(addr);
+        pthread_mutex_init(&l->lock, NULL);
+        char *url = xa_pool_url(addr);
+        struct xa_client_options o = {
+            .protocol = XA_CLIENT_JSONRPC,
+            .cert_check = cert_check,
+            .cert_ctx = l,
+            .timeout_s = timeout_s,
+        };
+        l->client = xa_client_new(url, &o);
+        free(url);
+        links[n_links++] = l;
+    }
+    pthread_mutex_unlock(&links_lock);
+    free(key);
+    return l;
+}
+
+void
+xa_pool_links_reset(void)
+{
+    pthread_mutex_lock(&links_lock);
+    for (size_t i = 0; i < n_links; i++) {
+        struct link *l = links[i];
+        /* a call in flight finishes first */
+        pthread_mutex_lock(&l->lock);
+        pthread_mutex_unlock(&l->lock);
+        pthread_mutex_destroy(&l->lock);
+        xa_client_free(l->client);
+        free(l->key);
+        free(l->addr);
+        free(l->session);
+        free(l);
+    }
+    n_links = 0;
+    pthread_mutex_unlock(&links_lock);
+}
+
+static struct xa_error *
+login_locked(struct link *l)
+{
+    struct xa_value *p = xa_array();
+    xa_array_append(p, xa_string(xa_self_host()));
+    xa_array_append(p, xa_string(xa_pool_secret()));
+    struct xa_value *v = NULL;
+    struct xa_error *err =
+        xa_client_call(l->client, "session.slave_login", false, p, &v);
+    if (!err) {
+        free(l->session);
+        l->session = xa_strdup(xa_value_str(v) ? xa_value_str(v) : "");
+    }
+    xa_value_unref(v);
+    return err;
+}
+
+static bool
+is_transport(const struct xa_error *e)
+{
+    return strcmp(e->code, XA_CLIENT_TRANSPORT_ERROR) == 0 ||
+           strcmp(e->code, XA_CLIENT_HTTP_ERROR) == 0;
+}
+
+struct xa_error *
+xa_pool_link_call(const char *addr, const char *kind, const char *method,
+                  struct xa_value *params, struct xa_value **ret,
+                  bool idempotent, long timeout_s)
+{
+    struct link *l = link_get(addr, kind, timeout_s);
+    if (!l) {
+        xa_value_unref(params);
+        return xa_error_internal("too many pool links");
+    }
+    if (!params) {
+        params = xa_array();
+    }
+    pthread_mutex_lock(&l->lock);
+    struct xa_error *err = NULL;
+    for (int attempt = 0;; attempt++) {
+        if (!l->session) {
+            err = login_locked(l);
+        }
+        if (!err) {
+            struct xa_value *p = xa_array();
+            xa_array_append(p, xa_string(l->session));
+            for (size_t i = 0; i < params->u.arr.n; i++) {
+                xa_array_append(p, xa_value_ref(params->u.arr.items[i]));
+            }
+            err = xa_client_call(l->client, method, false, p, ret);
+            if (err && strcmp(err->code, "SESSION_INVALID") == 0) {
+                /* the peer restarted: a new session, the same call */
+                free(l->session);
+                l->session = NULL;
+                if (attempt < 3) {
+                    xa_error_free(err);
+                    err = NULL;
+                    continue;
+                }
+            }
+        }
+        if (err && is_transport(err)) {
+            free(l->session);
+            l->session = NULL;
+            if (idempotent && attempt < 3) {
+                xa_error_free(err);
+                err = NULL;
+                usleep((useconds_t)(100000 << attempt));
+                continue;
+            }
+        }
+        break;
+    }
+    pthread_mutex_unlock(&l->lock);
+    xa_value_unref(params);
+    return err;
+}

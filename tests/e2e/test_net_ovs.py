@@ -1,0 +1,369 @@
+"""Networking on a real Open vSwitch: PIFs, bridges, VLANs, bonds and VIF
+ports, checked with ovs-vsctl, plus restarts of ovsdb-server and of xapid
+with convergence afterwards.
+
+Everything runs in a private network namespace (ovs_env.OvsEnv): veths
+play the host's NICs and ovs-vswitchd uses the userspace datapath.  Skips,
+naming what is missing, when Open vSwitch or namespaces are unavailable.
+The tests of this module share one switch and one xapid and run in order.
+"""
+
+import time
+
+import pytest
+
+import ovs_env
+from xapilib import expect_error
+
+NO_OVS = ovs_env.missing()
+pytestmark = pytest.mark.skipif(NO_OVS is not None, reason=str(NO_OVS))
+
+
+@pytest.fixture(scope="module")
+def ovs():
+    env = ovs_env.OvsEnv(nics=3)
+    try:
+        env.start()
+    except Exception as e:  # a machine that cannot run it: say so
+        env.close()
+        pytest.skip("cannot run ovs-vswitchd here: %s" % e)
+    yield env
+    env.close()
+
+
+@pytest.fixture(scope="module")
+def server(ovs, xapid_module_factory):
+    return xapid_module_factory.start(extra_args=ovs.xapid_args())
+
+
+@pytest.fixture(scope="module")
+def s(server):
+    return server.login()
+
+
+def pif_of(s, device):
+    for ref, p in s.PIF.get_all_records().items():
+        if p["device"] == device and p["VLAN"] == "-1":
+            return ref
+    raise AssertionError("no PIF for %s" % device)
+
+
+def new_network(s, label, bridge="", mtu=1500):
+    return s.network.create({"name_label": label, "name_description": "",
+                             "MTU": str(mtu), "other_config": {},
+                             "bridge": bridge})
+
+
+def new_vm(s, name, networks, mtu=0):
+    tmpl = next(r for r, v in s.VM.get_all_records().items()
+                if v["is_a_template"])
+    vm = s.VM.clone(tmpl, name)
+    s.VM.set_is_a_template(vm, False)
+    vifs = []
+    for i, net in enumerate(networks):
+        vifs.append(s.VIF.create({
+            "device": str(i), "network": net, "VM": vm, "MAC": "",
+            "MTU": str(mtu), "other_config": {}, "qos_algorithm_type": "",
+            "qos_algorithm_params": {}}))
+    return vm, vifs
+
+
+def vif_port(s, vm, vif):
+    return "vif%s.%s" % (s.VM.get_domid(vm), s.VIF.get_device(vif))
+
+
+# ---- PIFs ----------------------------------------------------------------
+
+
+def test_pifs_discovered_at_first_start(ovs, s):
+    recs = s.PIF.get_all_records()
+    devices = sorted(p["device"] for p in recs.values())
+    assert devices == ovs.nics
+    links = ovs.ns_ip("-o", "link", "show")
+    for p in recs.values():
+        assert p["physical"] is True
+        assert p["MAC"] in links
+        assert p["MTU"] == "1500"
+        m = s.PIF_metrics.get_record(p["metrics"])
+        assert m["carrier"] is True  # both ends of the veth are up
+        bridge = s.network.get_bridge(p["network"])
+        assert bridge == "xenbr%d" % ovs.nics.index(p["device"])
+
+
+def test_pif_scan_finds_a_new_nic(ovs, s):
+    ovs.ns_ip("link", "add", "xt9", "type", "veth", "peer", "name", "xt9p")
+    host = s.host.get_all()[0]
+    s.PIF.scan(host)
+    # Not one of --nics: the host's NICs are what the option says.
+    assert "xt9" not in [p["device"] for p in s.PIF.get_all_records().values()]
+
+
+def test_pif_plug_makes_bridge_with_uplink(ovs, s):
+    pif = pif_of(s, "xt0")
+    s.PIF.plug(pif)
+    assert "xenbr0" in ovs.bridges()
+    assert "xt0" in ovs.ports("xenbr0")
+    net = s.PIF.get_network(pif)
+    ids = ovs.ext_ids("Bridge", "xenbr0")
+    assert s.network.get_uuid(net) in ids["xs-network-uuids"].split(";")
+    assert ids["xapid-owned"] == "true"
+    assert s.PIF.get_MAC(pif) in ovs.get("Bridge", "xenbr0", "other_config")
+    assert ovs.get("Bridge", "xenbr0", "datapath_type") == "netdev"
+
+
+def test_reconfigure_ip_static_and_none(ovs, s):
+    pif = pif_of(s, "xt0")
+    s.PIF.reconfigure_ip(pif, "Static", "10.77.0.5", "255.255.255.0",
+                         "10.77.0.1", "10.77.0.1")
+    # The address lives on the bridge, the device the PIF's traffic uses.
+    out = ovs.wait_for(lambda: "10.77.0.5/24" in ovs.ns_ip(
+        "-4", "addr", "show", "xenbr0") and ovs.ns_ip("-4", "addr", "show",
+                                                       "xenbr0"),
+        what="address on xenbr0")
+    assert "10.77.0.5/24" in out
+    assert "default via 10.77.0.1" in ovs.ns_ip("-4", "route")
+    r = s.PIF.get_record(pif)
+    assert (r["ip_configuration_mode"], r["IP"], r["netmask"],
+            r["gateway"]) == ("Static", "10.77.0.5", "255.255.255.0",
+                              "10.77.0.1")
+    e = expect_error(s.PIF.reconfigure_ip, pif, "Static", "10.77.0.300",
+                     "255.255.255.0", "", "")
+    assert e.code == "INVALID_VALUE"
+    e = expect_error(s.PIF.reconfigure_ip, pif, "Static", "10.77.0.6",
+                     "255.0.255.0", "", "")
+    assert e.code == "INVALID_VALUE"
+    s.PIF.reconfigure_ip(pif, "None", "", "", "", "")
+    assert "10.77.0.5" not in ovs.ns_ip("-4", "addr", "show", "xenbr0")
+    assert s.PIF.get_ip_configuration_mode(pif) == "None"
+
+
+# ---- VIF ports -----------------------------------------------------------
+
+
+def test_vm_start_and_stop_plug_and_unplug_ports(ovs, s):
+    net = new_network(s, "internal")
+    bridge = s.network.get_bridge(net)
+    assert bridge.startswith("xapi")
+    assert bridge not in ovs.bridges()  # made when first needed
+    vm, (vif,) = new_vm(s, "vm-a", [net])
+    s.VM.start(vm, False, False)
+    port = vif_port(s, vm, vif)
+    assert bridge in ovs.bridges()
+    assert port in ovs.ports(bridge)
+    ids = ovs.ext_ids("Interface", port)
+    assert ids["xs-vm-uuid"] == s.VM.get_uuid(vm)
+    assert ids["xs-vif-uuid"] == s.VIF.get_uuid(vif)
+    assert ids["xs-network-uuid"] == s.network.get_uuid(net)
+    assert ids["attached-mac"] == s.VIF.get_MAC(vif)
+    assert ids["iface-id"] == s.VIF.get_uuid(vif)
+    assert ovs.get("Interface", port, "type") == "internal"
+    assert s.network.get_uuid(net) in \
+        ovs.ext_ids("Bridge", bridge)["xs-network-uuids"]
+
+    s.VIF.unplug(vif)
+    assert port not in ovs.ports(bridge)
+    s.VIF.plug(vif)
+    assert port in ovs.ports(bridge)
+
+    s.VM.hard_shutdown(vm)
+    assert port not in ovs.all_ports()
+
+
+def test_vif_mtu_and_locking_mode(ovs, s):
+    net = new_network(s, "jumbo", mtu=9000)
+    vm, (vif,) = new_vm(s, "vm-mtu", [net])
+    s.VM.start(vm, False, False)
+    port = vif_port(s, vm, vif)
+    assert ovs.get("Interface", port, "mtu_request") == "9000"
+    assert ovs.ext_ids("Interface", port)["xs-locking-mode"] == "unlocked"
+    # A network whose default is "disabled" cuts its VIFs off.
+    s.network.set_default_locking_mode(net, "disabled")
+    ovs.wait_for(lambda: ovs.get("Port", port, "tag") == "4095",
+                 what="port isolated")
+    s.network.set_default_locking_mode(net, "unlocked")
+    ovs.wait_for(lambda: ovs.get("Port", port, "tag") == "[]",
+                 what="port back")
+    s.VM.hard_shutdown(vm)
+
+
+# ---- networks ------------------------------------------------------------
+
+
+def test_network_bridge_names(ovs, s):
+    a = new_network(s, "a")
+    b = new_network(s, "b")
+    na, nb = s.network.get_bridge(a), s.network.get_bridge(b)
+    assert na != nb and na.startswith("xapi") and nb.startswith("xapi")
+    mine = new_network(s, "mine", bridge="brtest0")
+    assert s.network.get_bridge(mine) == "brtest0"
+    e = expect_error(new_network, s, "dup", "brtest0")
+    assert e.code == "BRIDGE_NAME_EXISTS"
+    for bad in ("xenbr99", "xapi99", "vif1", "tap0", "eth7",
+                "a-name-longer-than-15"):
+        e = expect_error(new_network, s, "bad", bad)
+        assert e.code == "INVALID_VALUE", bad
+    s.network.destroy(mine)
+
+
+def test_network_destroy_removes_bridge(ovs, s):
+    net = new_network(s, "short-lived")
+    vm, (vif,) = new_vm(s, "vm-tmp", [net])
+    s.VM.start(vm, False, False)
+    bridge = s.network.get_bridge(net)
+    assert bridge in ovs.bridges()
+    e = expect_error(s.network.destroy, net)
+    assert e.code == "NETWORK_CONTAINS_VIF"
+    s.VM.hard_shutdown(vm)
+    s.VIF.destroy(vif)
+    s.network.destroy(net)
+    ovs.wait_for(lambda: bridge not in ovs.bridges(), what="bridge removed")
+    e = expect_error(s.network.destroy, pif_network(s, "xt0"))
+    assert e.code == "NETWORK_CONTAINS_PIF"
+
+
+def pif_network(s, device):
+    return s.PIF.get_network(pif_of(s, device))
+
+
+# ---- VLANs ---------------------------------------------------------------
+
+
+def test_vlan_fake_bridge_and_tagged_vif(ovs, s):
+    pif = pif_of(s, "xt0")
+    net = new_network(s, "vlan 42")
+    for bad in (-1, 4095, 5000):
+        e = expect_error(s.VLAN.create, pif, str(bad), net)
+        assert e.code == "VLAN_TAG_INVALID"
+    vlan = s.VLAN.create(pif, "42", net)
+    fake = s.network.get_bridge(net)
+    assert ovs.vsctl("br-to-parent", fake) == "xenbr0"
+    assert ovs.vsctl("br-to-vlan", fake) == "42"
+    untagged = s.VLAN.get_untagged_PIF(vlan)
+    assert s.PIF.get_VLAN(untagged) == "42"
+    assert s.PIF.get_device(untagged) == "xt0"
+    assert s.VLAN.get_tagged_PIF(vlan) == pif
+    # xs-network-uuids of the parent names the VLAN network too.
+    assert s.network.get_uuid(net) in \
+        ovs.ext_ids("Bridge", "xenbr0")["xs-network-uuids"]
+    e = expect_error(s.VLAN.create, pif, "42", new_network(s, "again"))
+    assert e.code == "PIF_VLAN_EXISTS"
+
+    vm, (vif,) = new_vm(s, "vm-vlan", [net])
+    s.VM.start(vm, False, False)
+    port = vif_port(s, vm, vif)
+    # On xenbr0 with the VLAN's tag, which ovs-vsctl shows as a port of
+    # the fake bridge.
+    assert ovs.get("Port", port, "tag") == "42"
+    assert port in ovs.ports(fake)
+    assert ovs.vsctl("br-to-parent", ovs.vsctl("port-to-br", port)) == \
+        "xenbr0"
+    s.VM.hard_shutdown(vm)
+
+    s.VLAN.destroy(vlan)
+    ovs.wait_for(lambda: fake not in ovs.bridges(), what="fake bridge gone")
+    assert not s.PIF.get_all_records().get(untagged)
+
+
+# ---- bonds ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode,ovs_mode", [("active-backup", "active-backup"),
+                                           ("balance-slb", "balance-slb"),
+                                           ("lacp", "balance-tcp")])
+def test_bond_modes(ovs, s, mode, ovs_mode):
+    members = [pif_of(s, "xt1"), pif_of(s, "xt2")]
+    e = expect_error(s.Bond.create, new_network(s, "x"), members[:1], "",
+                     mode, {})
+    assert e.code == "PIF_BOND_NEEDS_MORE_MEMBERS"
+    for p in members:
+        s.PIF.plug(p)
+    assert "xt1" in ovs.ports("xenbr1")
+    net = new_network(s, "bond " + mode)
+    bond = s.Bond.create(net, members, "", mode, {})
+    master = s.Bond.get_master(bond)
+    dev = s.PIF.get_device(master)
+    bridge = s.network.get_bridge(net)
+    assert dev.startswith("bond")
+    assert dev in ovs.ports(bridge)
+    ifaces = ovs.vsctl("--format=csv", "--no-headings", "--columns=name",
+                       "list", "Interface")
+    assert "xt1" in ifaces and "xt2" in ifaces
+    assert ovs.get("Port", dev, "bond_mode") == ovs_mode
+    if mode == "lacp":
+        assert ovs.get("Port", dev, "lacp") == "active"
+    assert "xt1" not in ovs.ports("xenbr1")  # a member leaves its bridge
+    assert sorted(s.Bond.get_slaves(bond)) == sorted(members)
+    e = expect_error(s.Bond.create, new_network(s, "y"), members, "", mode,
+                     {})
+    assert e.code == "PIF_ALREADY_BONDED"
+    s.Bond.destroy(bond)
+    ovs.wait_for(lambda: "xt1" in ovs.ports("xenbr1"), what="xt1 back")
+    assert dev not in ovs.all_ports()
+
+
+# ---- restarts ------------------------------------------------------------
+
+
+def test_ovsdb_down_gives_clear_errors_then_converges(ovs, s, server):
+    net = new_network(s, "survivor")
+    vm, (vif,) = new_vm(s, "vm-survivor", [net])
+    s.VM.start(vm, False, False)
+    port = vif_port(s, vm, vif)
+    bridge = s.network.get_bridge(net)
+    assert port in ovs.ports(bridge)
+
+    ovs.stop_ovsdb()
+    t0 = time.monotonic()
+    e = expect_error(s.VIF.unplug, vif)
+    assert e.code == "INTERNAL_ERROR" and "Open vSwitch" in e.params[0], e
+    vm2, _ = new_vm(s, "vm-blocked", [net])
+    e = expect_error(s.VM.start, vm2, False, False)
+    assert "Open vSwitch" in " ".join(e.details)
+    assert s.VM.get_power_state(vm2) == "Halted"
+    e = expect_error(s.PIF.plug, pif_of(s, "xt0"))
+    assert "Open vSwitch" in " ".join(e.details)
+    assert time.monotonic() - t0 < 20  # answers, never hangs
+
+    # Back with an empty database: xapid notices and replays everything.
+    ovs.start_ovsdb(fresh=True)
+    ovs.wait_for(lambda: port in ovs.all_ports(), timeout=20,
+                 what="VIF port back after ovsdb restart")
+    assert port in ovs.ports(bridge)
+    assert "xt0" in ovs.ports("xenbr0")
+    assert ovs.ext_ids("Interface", port)["xs-vif-uuid"] == \
+        s.VIF.get_uuid(vif)
+    s.VIF.unplug(vif)  # and the API works again
+    s.VIF.plug(vif)
+
+
+def test_xapid_restart_converges(ovs, server):
+    s = server.login()
+    vm = next(r for r, v in s.VM.get_all_records().items()
+              if v["name_label"] == "vm-survivor")
+    vif = s.VM.get_VIFs(vm)[0]
+    port = vif_port(s, vm, vif)
+    bridge = s.network.get_bridge(s.VIF.get_network(vif))
+    server.stop_clean()
+    # Behind xapid's back: a port it owns goes (the uplink), a stale port
+    # of its appears, and a port it does not own is added (must survive).
+    ovs.vsctl("del-port", "xenbr0", "xt0")
+    ovs.vsctl("add-port", bridge, "stale0", "--", "set", "Interface",
+              "stale0", "type=internal", "--", "set", "Port", "stale0",
+              "external_ids:xapid-owned=true")
+    ovs.vsctl("add-port", bridge, "foreign0", "--", "set", "Interface",
+              "foreign0", "type=internal")
+    server.start()
+    s = server.login()
+    # The simulated hypervisor's domains die with xapid: the VM comes back
+    # Halted, so its port must go too.
+    assert s.VM.get_power_state(vm) == "Halted"
+    ovs.wait_for(lambda: "xt0" in ovs.ports("xenbr0") and
+                 "stale0" not in ovs.ports(bridge) and
+                 port not in ovs.all_ports(), timeout=20,
+                 what="convergence after restart")
+    assert "foreign0" in ovs.ports(bridge)
+    s.VM.start(vm, False, False)
+    port = vif_port(s, vm, vif)
+    assert port in ovs.ports(bridge)
+    s.VM.hard_shutdown(vm)
+    assert port not in ovs.all_ports()

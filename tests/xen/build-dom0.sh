@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# build-dom0.sh BUILD_DIR OUT - the pieces of the nested-Xen test machine.
+#
+# Writes into OUT:
+#   xen        the hypervisor (Debian's xen-hypervisor-4.17-amd64, gunzipped:
+#              QEMU's -kernel loads a multiboot ELF, not a gzip)
+#   vmlinuz    dom0's kernel (the one linux-image-amd64 depends on)
+#   dom0.gz    dom0's initramfs: busybox, the Xen modules, xenstored,
+#              xenconsoled, xen-init-dom0, libxl-save-helper, xl, the
+#              xenstore tools, xapid and xe from BUILD_DIR with every
+#              shared library they load, the test's client xr (xr.c),
+#              the scenarios (xentest.sh) and the test guest (the same
+#              kernel with a busybox initramfs) under /guest.
+# Everything comes from the installed Debian packages (scripts/deps.sh);
+# nothing is downloaded.  Exits 77 naming what is missing.
+set -euo pipefail
+BUILD=$(readlink -f "$1")
+OUT=$(readlink -f "$2")
+HERE=$(dirname "$(readlink -f "$0")")
+XENBIN=/usr/lib/xen-4.17/bin
+
+missing=()
+need() { [ -e "$1" ] || missing+=("$2 ($1)"); }
+KPKG=$(dpkg-query -W -f='${Depends}' linux-image-amd64 2>/dev/null |
+    grep -o 'linux-image-[0-9][^ ,]*' | head -n 1 || true)
+KVER=${KPKG#linux-image-}
+[ -n "$KPKG" ] || missing+=("linux-image-amd64")
+need /boot/xen-4.17-amd64.gz xen-hypervisor-4.17-amd64
+need $XENBIN/xenstored xen-utils-4.17
+need /usr/bin/xenstore-list xenstore-utils
+need /bin/busybox busybox-static
+need /usr/bin/cpio cpio
+need /sbin/depmod kmod
+need /usr/lib/x86_64-linux-gnu/libc.a libc6-dev
+command -v qemu-system-x86_64 >/dev/null || missing+=("qemu-system-x86")
+if [ -n "$KPKG" ]; then
+    need "/boot/vmlinuz-$KVER" "$KPKG"
+    need "/lib/modules/$KVER/kernel/drivers/xen" "$KPKG"
+fi
+need "$BUILD/bin/xapid" "xapid (build it first)"
+need "$BUILD/bin/xe" "xe (build it first)"
+if ((${#missing[@]} == 0)) && ! ldd "$BUILD/bin/xapid" | grep -q libxenlight; then
+    missing+=("libxen-dev (xapid was built without the xen driver)")
+fi
+if ((${#missing[@]})); then
+    echo "MISSING: ${missing[*]}"
+    exit 77
+fi
+
+mkdir -p "$OUT"
+gunzip -c /boot/xen-4.17-amd64.gz >"$OUT/xen"
+cp "/boot/vmlinuz-$KVER" "$OUT/vmlinuz"
+
+# the guest
+G=$OUT/guest-root
+rm -rf "$G" && mkdir -p "$G/bin" "$G/proc" "$G/sys" "$G/dev"
+cp /bin/busybox "$G/bin/"
+cp "$HERE/guest-init.sh" "$G/init" && chmod +x "$G/init"
+
+# dom0
+D=$OUT/dom0-root
+rm -rf "$D"
+mkdir -p "$D"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,guest,etc/xen} \
+    "$D"/{var/lib/xen,var/run/xen,var/log/xen,var/lib/xapid,run} \
+    "$D"/{lib64,lib/x86_64-linux-gnu,usr/lib/x86_64-linux-gnu} "$D$XENBIN"
+cp /bin/busybox "$D/bin/"
+touch "$D/etc/xen/xl.conf"
+echo "root:x:0:0:root:/root:/bin/sh" >"$D/etc/passwd"
+echo "root:x:0:" >"$D/etc/group"
+printf '127.0.0.1 localhost xen-dom0\n' >"$D/etc/hosts"
+mkdir -p "$D/lib/modules/$KVER/kernel/drivers"
+cp -r "/lib/modules/$KVER/kernel/drivers/xen" "$D/lib/modules/$KVER/kernel/drivers/"
+cp /lib/modules/"$KVER"/modules.{order,builtin} "$D/lib/modules/$KVER/" 2>/dev/null || true
+depmod -b "$D" "$KVER"
+for b in xenstored xenconsoled xen-init-dom0 libxl-save-helper xl; do
+    cp $XENBIN/$b "$D$XENBIN/"
+done
+cp /usr/bin/xenstore "$D/usr/bin/"
+for t in list read ls write rm exists; do
+    ln -sf xenstore "$D/usr/bin/xenstore-$t"
+done
+cp "$BUILD/bin/xapid" "$BUILD/bin/xe" "$D/usr/bin/"
+# The test's own client, static: see xr.c for why.
+${CC:-cc} -std=gnu11 -O2 -static -Wall -Wextra -Werror -Wshadow \
+    -Wstrict-prototypes -Wmissing-prototypes -o "$D/usr/bin/xr" "$HERE/xr.c"
+# Every shared library, where the dynamic loader looks for it.
+for f in "$D$XENBIN"/* "$D/usr/bin/xenstore" "$D/usr/bin/xapid" "$D/usr/bin/xe"; do
+    ldd "$f" | awk '/=>/ && $3 ~ /^\// {print $3}'
+done | sort -u | while read -r lib; do
+    cp -L "$lib" "$D/lib/x86_64-linux-gnu/"
+done
+cp -L /lib64/ld-linux-x86-64.so.2 "$D/lib64/"
+cp -L /lib/x86_64-linux-gnu/libgcc_s.so.1 "$D/lib/x86_64-linux-gnu/"
+cp "$HERE/dom0-init.sh" "$D/init" && chmod +x "$D/init"
+cp "$HERE/xentest.sh" "$D/xentest.sh"
+cp "/boot/vmlinuz-$KVER" "$D/guest/vmlinuz"
+(cd "$G" && find . | cpio -o -H newc 2>/dev/null | gzip -1) >"$D/guest/initrd.gz"
+(cd "$D" && find . | cpio -o -H newc 2>/dev/null | gzip -1) >"$OUT/dom0.gz"
+echo "built $OUT/xen, $OUT/vmlinuz ($KVER), $OUT/dom0.gz ($(du -h "$OUT/dom0.gz" | cut -f1))"
