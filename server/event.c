@@ -14,6 +14,7 @@
 #include "hmap.h"
 #include "log.h"
 #include "rpc.h"
+#include "session.h"
 #include "xa-impl.h"
 
 /* One entry of a subscription: a class (NULL: every class) and
@@ -507,6 +508,10 @@ xa_event_session_gone(const char *session_ref)
 static void
 park(struct waiter *w)
 {
+    /* Once on the list, 'w' may be answered and freed at any moment by
+     * the event thread: keep what we need after that. */
+    char *session =
+        w->call->session_ref ? xa_strdup(w->call->session_ref) : NULL;
     xa_call_defer(w->call);
     pthread_mutex_lock(&lock);
     w->next = waiters;
@@ -519,6 +524,13 @@ park(struct waiter *w)
      * this waiter's */
     pthread_cond_signal(&wake);
     pthread_mutex_unlock(&lock);
+    /* A logout between the call's session check and this park found no
+     * waiter to wake: look again now that the waiter is visible (a
+     * waiter already answered is simply not found). */
+    if (session && !xa_session_alive(session)) {
+        xa_event_session_gone(session);
+    }
+    free(session);
 }
 
 /* ---- event.* messages --------------------------------------------- */

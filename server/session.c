@@ -377,6 +377,15 @@ xa_impl_session_logout_subject_identifier(struct xa_call *call,
     return NULL;
 }
 
+bool
+xa_session_alive(const char *ref)
+{
+    pthread_mutex_lock(&lock);
+    bool alive = ref && xa_hmap_get(&sessions, ref) != NULL;
+    pthread_mutex_unlock(&lock);
+    return alive;
+}
+
 void
 xa_session_expire(void)
 {

@@ -19,6 +19,8 @@ void xa_session_shutdown(void);
 /* Validates 'ref' for 'call': fills call->session_ref, roles and flags;
  * SESSION_INVALID [ref] when unknown or expired. */
 struct xa_error *xa_session_check(const char *ref, struct xa_call *call);
+/* True while 'ref' names a session that has not logged out. */
+bool xa_session_alive(const char *ref);
 /* Drops sessions idle longer than the timeout. */
 void xa_session_expire(void);
 /* Replaces the pool secret (a host joining a pool takes the pool's). */

@@ -52,10 +52,16 @@ timer_main(void *arg)
         free(t);
         pthread_mutex_lock(&lock);
     }
+    /* Run what is left now rather than drop it: a timer may hold the
+     * answer to a deferred call (a throttled login), which must still be
+     * delivered, or at least released. */
     while (timers) {
         struct timer *t = timers;
         timers = t->next;
+        pthread_mutex_unlock(&lock);
+        t->fn(t->ctx);
         free(t);
+        pthread_mutex_lock(&lock);
     }
     pthread_mutex_unlock(&lock);
     return NULL;
@@ -96,6 +102,12 @@ xa_timer_after(double seconds, void (*fn)(void *ctx), void *ctx)
     t->fn = fn;
     t->ctx = ctx;
     pthread_mutex_lock(&lock);
+    if (stopping) {
+        /* a periodic job re-arming itself while we stop: let it end */
+        pthread_mutex_unlock(&lock);
+        free(t);
+        return;
+    }
     struct timer **pp = &timers;
     while (*pp && (*pp)->when <= t->when) {
         pp = &(*pp)->next;

@@ -5,7 +5,7 @@
 #define XA_TIMER_H
 
 void xa_timer_start(void);
-/* Stops the thread; pending timers are dropped without running. */
+/* Stops the thread; pending timers run at once first. */
 void xa_timer_stop(void);
 void xa_timer_after(double seconds, void (*fn)(void *ctx), void *ctx);
 

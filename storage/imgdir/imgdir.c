@@ -685,11 +685,13 @@ xa_imgdir_vdi_create(const struct xa_sr_ctx *sr, const char *vdi_uuid,
         return err;
     }
     struct image im;
-    if (find_leaf(sr, vdi_uuid, &im) == NULL) {
+    struct xa_error *absent = find_leaf(sr, vdi_uuid, &im);
+    if (!absent) {
         unlock_tree(lk);
         return xa_error_new("SR_BACKEND_FAILURE", 3, "1", "",
                             "an image with this name exists");
     }
+    xa_error_free(absent); /* the expected case: the name is free */
     char *tmp = fresh_name(TMP_PFX, ".qcow2");
     char *sz = size_arg(size);
     const char *argv[] = {"qemu-img", "create", "-q", "-f",

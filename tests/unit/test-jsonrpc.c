@@ -530,6 +530,7 @@ test_garbage(void **state)
                 copy, len, &c.method, &c.params, &c.id, &c.version);
             if (e) {
                 xa_error_free(e);
+                xa_value_unref(c.id); /* set for a bad parameter */
             } else {
                 call_free(&c);
             }

@@ -32,6 +32,7 @@ need /bin/busybox busybox-static
 need /usr/bin/cpio cpio
 need /sbin/depmod kmod
 need /usr/lib/x86_64-linux-gnu/libc.a libc6-dev
+need /usr/bin/qemu-img qemu-utils
 command -v qemu-system-x86_64 >/dev/null || missing+=("qemu-system-x86")
 if [ -n "$KPKG" ]; then
     need "/boot/vmlinuz-$KVER" "$KPKG"
@@ -80,11 +81,15 @@ for t in list read ls write rm exists; do
     ln -sf xenstore "$D/usr/bin/xenstore-$t"
 done
 cp "$BUILD/bin/xapid" "$BUILD/bin/xe" "$D/usr/bin/"
+# The local SR keeps its images as qcow2 made by qemu-img (suspend images
+# included), so dom0 needs it as xapi's dom0 has its storage tools.
+cp /usr/bin/qemu-img "$D/usr/bin/"
 # The test's own client, static: see xr.c for why.
 ${CC:-cc} -std=gnu11 -O2 -static -Wall -Wextra -Werror -Wshadow \
     -Wstrict-prototypes -Wmissing-prototypes -o "$D/usr/bin/xr" "$HERE/xr.c"
 # Every shared library, where the dynamic loader looks for it.
-for f in "$D$XENBIN"/* "$D/usr/bin/xenstore" "$D/usr/bin/xapid" "$D/usr/bin/xe"; do
+for f in "$D$XENBIN"/* "$D/usr/bin/xenstore" "$D/usr/bin/xapid" "$D/usr/bin/xe" \
+    "$D/usr/bin/qemu-img"; do
     ldd "$f" | awk '/=>/ && $3 ~ /^\// {print $3}'
 done | sort -u | while read -r lib; do
     cp -L "$lib" "$D/lib/x86_64-linux-gnu/"
