@@ -15,9 +15,9 @@ HERE=$(dirname "$(readlink -f "$0")")
 "$HERE/build-dom0.sh" "$BUILD" "$OUT"
 set +e
 timeout "${XEN_TEST_TIMEOUT:-540}" qemu-system-x86_64 \
-    -accel tcg,thread=multi -cpu qemu64 -smp 2 -m 1024 \
+    -accel tcg,thread=multi -cpu qemu64 -smp 2 -m 1536 \
     -nographic -nodefaults -serial stdio -no-reboot \
-    -kernel "$OUT/xen" -append "console=com1 dom0_mem=512M,max:512M" \
+    -kernel "$OUT/xen" -append "console=com1 dom0_mem=768M,max:768M" \
     -initrd "$OUT/vmlinuz console=hvc0 quiet,$OUT/dom0.gz" \
     </dev/null >"$OUT/boot.log" 2>&1
 rc=$?
