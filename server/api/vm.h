@@ -84,6 +84,10 @@ char *xa_api_i64(int64_t v); /* decimal text, caller frees */
  * ONLY_PROVISION_TEMPLATE / ONLY_REVERT_SNAPSHOT, OPERATION_NOT_ALLOWED
  * (control domain), VM_LACKS_FEATURE.  'strict' adds the advisory guest
  * feature checks used for allowed_operations. */
+/* HANDLE_INVALID, HOST_OFFLINE, HOST_DISABLED, VM_REQUIRES_SR or
+ * HOST_NOT_ENOUGH_FREE_MEMORY when 'vm' cannot start on 'host'. */
+struct xa_error *xa_vm_can_boot_here(struct xa_txn *t, const char *vm,
+                                     const char *host);
 struct xa_error *xa_vm_check_op(struct xa_txn *t, const char *vm,
                                 const char *op, bool strict);
 /* Recomputes VM.allowed_operations (and those of its VBDs and VIFs). */

@@ -12,6 +12,7 @@
 
 #include "api/vm.h"
 #include "hypervisor/hv.h"
+#include "pool/pool.h"
 #include "self.h"
 #include "xa-impl.h"
 
@@ -375,14 +376,15 @@ sr_on_host(struct xa_txn *t, const char *sr, const char *host)
 }
 
 /* xapi's assert_can_boot_here for a single host: the host is up and
- * enabled, sees the VM's storage, and has the memory. */
-static struct xa_error *
-can_boot_here(struct xa_txn *t, const char *vm, const char *host)
+ * enabled, sees the VM's storage, and has the memory.  The one place
+ * placement asks this, standalone or in a pool. */
+struct xa_error *
+xa_vm_can_boot_here(struct xa_txn *t, const char *vm, const char *host)
 {
     if (!xa_db_exists(t, &xa_cls_host, host)) {
         return xa_error_handle_invalid("host", host);
     }
-    if (strcmp(host, xa_self_host()) != 0) {
+    if (!xa_pool_host_live(t, host)) {
         return xa_error_new("HOST_OFFLINE", 1, host);
     }
     if (!xa_api_bool(t, &xa_cls_host, host, XA_F(xa_cls_host, "enabled"))) {
@@ -433,7 +435,7 @@ xa_impl_VM_assert_can_boot_here(struct xa_call *call, const char *self,
 {
     XA_UNUSED(call);
     struct xa_txn *t = xa_db_begin_read();
-    struct xa_error *err = can_boot_here(t, self, host);
+    struct xa_error *err = xa_vm_can_boot_here(t, self, host);
     xa_db_end(t);
     return err;
 }
@@ -448,7 +450,7 @@ xa_impl_VM_get_possible_hosts(struct xa_call *call, const char *vm,
     struct xa_value *out = xa_array();
     for (size_t i = 0; hosts && i < hosts->u.arr.n; i++) {
         struct xa_error *e =
-            can_boot_here(t, vm, hosts->u.arr.items[i]->u.str.s);
+            xa_vm_can_boot_here(t, vm, hosts->u.arr.items[i]->u.str.s);
         if (e) {
             xa_error_free(e);
         } else {

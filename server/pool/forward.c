@@ -181,82 +181,24 @@ xa_pool_liveness_check(void)
 
 /* --- placement -----------------------------------------------------------*/
 
-static bool
-sr_seen_by(struct xa_txn *t, const char *sr, const char *host)
+bool
+xa_pool_host_live(struct xa_txn *t, const char *host)
 {
-    struct xa_value *pbds =
-        xa_api_refs_where(t, &xa_cls_PBD, XA_F(xa_cls_PBD, "SR"), sr);
-    bool ok = false;
-    for (size_t i = 0; pbds && i < pbds->u.arr.n && !ok; i++) {
-        const char *p = pbds->u.arr.items[i]->u.str.s;
-        ok = strcmp(xa_api_str(t, &xa_cls_PBD, p, XA_F(xa_cls_PBD, "host")),
-                    host) == 0 &&
-             xa_api_bool(t, &xa_cls_PBD, p,
-                         XA_F(xa_cls_PBD, "currently_attached"));
-    }
-    xa_value_unref(pbds);
-    return ok;
-}
-
-static struct xa_error *
-can_boot(struct xa_txn *t, const char *vm, const char *host)
-{
-    if (!xa_db_exists(t, &xa_cls_host, host)) {
-        return xa_error_handle_invalid("host", host);
+    if (!host_alive(host)) {
+        return false;
     }
     const char *hm =
         xa_api_str(t, &xa_cls_host, host, XA_F(xa_cls_host, "metrics"));
-    if (!host_alive(host) ||
-        (xa_db_exists(t, &xa_cls_host_metrics, hm) &&
-         !xa_api_bool(t, &xa_cls_host_metrics, hm,
-                      XA_F(xa_cls_host_metrics, "live")))) {
-        return xa_error_new("HOST_OFFLINE", 1, host);
-    }
-    if (!xa_api_bool(t, &xa_cls_host, host, XA_F(xa_cls_host, "enabled"))) {
-        return xa_error_new("HOST_DISABLED", 1, host);
-    }
-    struct xa_value *vbds =
-        xa_db_get_field(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "VBDs"));
-    struct xa_error *err = NULL;
-    for (size_t i = 0; vbds && i < vbds->u.arr.n && !err; i++) {
-        const char *vdi =
-            xa_api_str(t, &xa_cls_VBD, vbds->u.arr.items[i]->u.str.s,
-                       XA_F(xa_cls_VBD, "VDI"));
-        if (!xa_db_exists(t, &xa_cls_VDI, vdi)) {
-            continue;
-        }
-        const char *sr =
-            xa_api_str(t, &xa_cls_VDI, vdi, XA_F(xa_cls_VDI, "SR"));
-        if (!sr_seen_by(t, sr, host)) {
-            err = xa_error_new("VM_REQUIRES_SR", 2, vm, sr);
-        }
-    }
-    xa_value_unref(vbds);
-    if (err) {
-        return err;
-    }
-    int64_t avail = xa_api_int(t, &xa_cls_host_metrics, hm,
-                               XA_F(xa_cls_host_metrics, "memory_free"));
-    int64_t needed =
-        xa_api_int(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "memory_dynamic_max")) +
-        xa_api_int(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "memory_overhead"));
-    bool here =
-        strcmp(xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "resident_on")),
-               host) == 0;
-    if (!here && needed > avail) {
-        char n[32], a[32];
-        snprintf(n, sizeof n, "%" PRId64, needed);
-        snprintf(a, sizeof a, "%" PRId64, avail);
-        return xa_error_new("HOST_NOT_ENOUGH_FREE_MEMORY", 2, n, a);
-    }
-    return NULL;
+    return !xa_db_exists(t, &xa_cls_host_metrics, hm) ||
+           xa_api_bool(t, &xa_cls_host_metrics, hm,
+                       XA_F(xa_cls_host_metrics, "live"));
 }
 
 struct xa_error *
 xa_pool_can_boot_here(const char *vm, const char *host)
 {
     struct xa_txn *t = xa_db_begin_read();
-    struct xa_error *err = can_boot(t, vm, host);
+    struct xa_error *err = xa_vm_can_boot_here(t, vm, host);
     xa_db_end(t);
     return err;
 }
@@ -272,7 +214,7 @@ xa_pool_place(const char *vm, char **ret_host)
         xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "affinity"));
     struct xa_error *first = NULL;
     if (xa_db_exists(t, &xa_cls_host, aff)) {
-        first = can_boot(t, vm, aff);
+        first = xa_vm_can_boot_here(t, vm, aff);
         if (!first) {
             *ret_host = xa_strdup(aff);
             xa_db_end(t);
@@ -283,7 +225,7 @@ xa_pool_place(const char *vm, char **ret_host)
     int64_t best_free = -1;
     for (size_t i = 0; hosts && i < hosts->u.arr.n; i++) {
         const char *h = hosts->u.arr.items[i]->u.str.s;
-        struct xa_error *e = can_boot(t, vm, h);
+        struct xa_error *e = xa_vm_can_boot_here(t, vm, h);
         if (e) {
             if (!first) {
                 first = e;
@@ -382,7 +324,8 @@ answer_locally(const char *wire, struct xa_value *const *args,
     struct xa_value *hosts = xa_db_get_all(t, &xa_cls_host);
     struct xa_value *out = xa_array();
     for (size_t i = 0; hosts && i < hosts->u.arr.n; i++) {
-        struct xa_error *e = can_boot(t, vm, hosts->u.arr.items[i]->u.str.s);
+        struct xa_error *e =
+            xa_vm_can_boot_here(t, vm, hosts->u.arr.items[i]->u.str.s);
         if (!e) {
             xa_array_append(out, xa_value_ref(hosts->u.arr.items[i]));
         }

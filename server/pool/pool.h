@@ -33,6 +33,10 @@ struct xa_pool_config {
 /* Reads pool.conf and the pins; call after xa_db_open(). */
 struct xa_error *xa_pool_init(const struct xa_pool_config *cfg) XA_WARN_UNUSED;
 bool xa_pool_is_member(void);
+struct xa_txn;
+/* True when 'host' is this host, or a member heard from within the live
+ * timeout whose host_metrics say live. */
+bool xa_pool_host_live(struct xa_txn *t, const char *host);
 /* The master's address (caller frees), or NULL on a master. */
 char *xa_pool_master_address(void);
 /* On a member, instead of xa_bootstrap(): this host's ref from the
