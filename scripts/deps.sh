@@ -23,6 +23,11 @@ PACKAGES=(
   # multiboot kernels: gcc -m32; Linux: Debian's cloud kernel + busybox)
   qemu-system-x86 qemu-utils gcc-multilib cpio busybox-static
   linux-image-cloud-amd64
+  # PIF.reconfigure_ip mode=DHCP: a DHCP client, and a DHCP server the
+  # network tests run privately in a namespace
+  isc-dhcp-client dnsmasq-base iproute2
+  # the peer benchmark (tests/bench): libvirtd with its qemu driver
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev
 )
 
 missing=()
