@@ -133,13 +133,23 @@ class Schema:
                 for p in m["params"]:
                     params.append({"type": p[0], "name": p[1],
                                    "default": p[2] if len(p) > 2 else None})
+                # "sets": an explicit message that only stores its value
+                # in that field: the generic setter serves it
+                kind, field = "XA_MSG_EXPLICIT", -1
+                if "sets" in m:
+                    if m["sets"] not in c["field_index"] or \
+                            len(params) != 2 or m["result"] != "void":
+                        fail("%s.%s: 'sets' needs (ref, value) -> void and "
+                             "a field of the class" % (cname, m["name"]))
+                    kind = "XA_MSG_SET_FIELD"
+                    field = c["field_index"][m["sets"]]
                 self.add_message(c, m["name"], params, m["result"],
-                                 m["roles"], "XA_MSG_EXPLICIT", -1,
+                                 m["roles"], kind, field,
                                  session=m.get("session", True),
                                  async_=m.get("async", True),
                                  hidden=m.get("hidden", False),
                                  errors=m.get("errors", []),
-                                 doc=m.get("doc", ""))
+                                 doc=m.get("doc", ""), explicit=True)
 
             def implicit(name, params, result, roles, kind, field=-1,
                          async_=False, hidden=False):
@@ -215,7 +225,7 @@ class Schema:
 
     def add_message(self, c, name, params, result, roles, kind, field,
                     session=True, async_=False, hidden=False, errors=(),
-                    doc=""):
+                    doc="", explicit=False):
         n_required = len(params)
         while n_required and params[n_required - 1].get("default") is not None:
             n_required -= 1
@@ -232,7 +242,8 @@ class Schema:
             "n_required": n_required, "result": result,
             "roles": roles_mask(roles), "role_spec": roles, "kind": kind,
             "field": field, "session": session, "async": async_,
-            "hidden": hidden, "errors": list(errors), "doc": doc})
+            "hidden": hidden, "errors": list(errors), "doc": doc,
+            "explicit": explicit})
 
 
 def split_map(inner):
@@ -551,7 +562,7 @@ def gen_docs(s, out):
         w.append("\n| message | parameters | result | roles | description |\n"
                  "|---|---|---|---|---|\n")
         for m in by_cls.get(c["class"], []):
-            if m["kind"] != "XA_MSG_EXPLICIT":
+            if not m["explicit"]:
                 continue
             w.append("| %s | %s | `%s` | %s | %s |\n" % (
                 m["name"], ", ".join("`%s` %s" % (p["type"], p["name"])
@@ -594,7 +605,7 @@ def main():
                 "result": m["result"], "roles": m["roles"],
                 "session": m["session"], "async": m["async"],
                 "hidden": m["hidden"], "errors": m["errors"],
-                "implicit": m["kind"] != "XA_MSG_EXPLICIT"}
+                "implicit": not m["explicit"]}
         json.dump(out, sys.stdout, indent=0, sort_keys=True)
         return
     os.makedirs(a.out, exist_ok=True)

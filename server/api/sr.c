@@ -479,29 +479,6 @@ set_one(const struct xa_class_desc *cls, const char *ref, const char *field,
     return xa_api_finish(t, err);
 }
 
-struct xa_error *
-xa_impl_SR_set_name_label(struct xa_call *call, const char *sr,
-                          const char *value)
-{
-    XA_UNUSED(call);
-    return set_one(&xa_cls_SR, sr, "name_label", xa_string(value));
-}
-
-struct xa_error *
-xa_impl_SR_set_name_description(struct xa_call *call, const char *sr,
-                                const char *value)
-{
-    XA_UNUSED(call);
-    return set_one(&xa_cls_SR, sr, "name_description", xa_string(value));
-}
-
-struct xa_error *
-xa_impl_SR_set_shared(struct xa_call *call, const char *sr, bool value)
-{
-    XA_UNUSED(call);
-    return set_one(&xa_cls_SR, sr, "shared", xa_bool(value));
-}
-
 /* ---- PBDs -------------------------------------------------------------- */
 
 /* Reads what plugging 'pbd' needs; only this host's PBDs are served. */
@@ -595,15 +572,6 @@ xa_impl_PBD_unplug(struct xa_call *call, const char *self)
     xa_sr_info_free(&s);
     free(sr);
     return err;
-}
-
-struct xa_error *
-xa_impl_PBD_set_device_config(struct xa_call *call, const char *self,
-                              const struct xa_value *value)
-{
-    XA_UNUSED(call);
-    return set_one(&xa_cls_PBD, self, "device_config",
-                   xa_value_ref((struct xa_value *)value));
 }
 
 /* PBD.create: one PBD per host and SR, as xapi insists. */
@@ -818,36 +786,6 @@ xa_impl_VDI_update(struct xa_call *call, const char *vdi)
     free(loc);
     xa_sr_info_free(&s);
     return err;
-}
-
-struct xa_error *
-xa_impl_VDI_set_name_label(struct xa_call *call, const char *self,
-                           const char *value)
-{
-    XA_UNUSED(call);
-    return set_one(&xa_cls_VDI, self, "name_label", xa_string(value));
-}
-
-struct xa_error *
-xa_impl_VDI_set_name_description(struct xa_call *call, const char *self,
-                                 const char *value)
-{
-    XA_UNUSED(call);
-    return set_one(&xa_cls_VDI, self, "name_description", xa_string(value));
-}
-
-struct xa_error *
-xa_impl_VDI_set_read_only(struct xa_call *call, const char *self, bool value)
-{
-    XA_UNUSED(call);
-    return set_one(&xa_cls_VDI, self, "read_only", xa_bool(value));
-}
-
-struct xa_error *
-xa_impl_VDI_set_sharable(struct xa_call *call, const char *self, bool value)
-{
-    XA_UNUSED(call);
-    return set_one(&xa_cls_VDI, self, "sharable", xa_bool(value));
 }
 
 void

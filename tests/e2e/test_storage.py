@@ -762,3 +762,38 @@ def test_xe_vdi_and_vm_import_export(xapid, api, tmp_path):
         for d, x in vm_disks(api, v):
             api.VDI.destroy(x)
         api.VM.destroy(v)
+
+
+def test_plain_setters_store_their_value(api):
+    """SR/VDI/PBD setters the schema serves with the generic setter
+    ("sets" in api-schema): the value lands, bad refs and types fail."""
+    sr = local_sr(api)
+    vdi = new_vdi(api, sr, MiB, name="setters")
+    api.SR.set_name_label(sr, "renamed SR")
+    api.SR.set_name_description(sr, "described")
+    api.VDI.set_name_label(vdi, "renamed VDI")
+    api.VDI.set_name_description(vdi, "vdi text")
+    api.VDI.set_read_only(vdi, True)
+    api.VDI.set_sharable(vdi, True)
+    rec = api.VDI.get_record(vdi)
+    assert (rec["name_label"], rec["name_description"]) == \
+        ("renamed VDI", "vdi text")
+    assert rec["read_only"] is True and rec["sharable"] is True
+    srec = api.SR.get_record(sr)
+    assert (srec["name_label"], srec["name_description"]) == \
+        ("renamed SR", "described")
+    pbd = srec["PBDs"][0]
+    dc = api.PBD.get_device_config(pbd)
+    api.PBD.set_device_config(pbd, dict(dc, extra="1"))
+    assert api.PBD.get_device_config(pbd)["extra"] == "1"
+    api.PBD.set_device_config(pbd, dc)
+    with pytest.raises(XapiError) as e:
+        api.VDI.set_name_label("OpaqueRef:nope", "x")
+    assert e.value.details == ["HANDLE_INVALID", "VDI", "OpaqueRef:nope"]
+    with pytest.raises(XapiError) as e:
+        api.SR.set_shared(sr, "maybe")
+    # xapi answers a wrongly typed argument with its unmarshaller's text
+    assert e.value.details == ["INTERNAL_ERROR",
+                               "Type error: value should be of type bool"]
+    api.SR.set_name_label(sr, "Local storage")
+    api.VDI.destroy(vdi)
