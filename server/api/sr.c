@@ -109,14 +109,7 @@ sync_vdis(const char *sr, const struct xa_sr_info *s)
         }
         if (j < n) {
             seen[j] = true;
-            err = xa_api_set(t, &xa_cls_VDI, vdi,
-                             XA_F(xa_cls_VDI, "virtual_size"),
-                             xa_int(found[j].virtual_size));
-            if (!err) {
-                err = xa_api_set(t, &xa_cls_VDI, vdi,
-                                 XA_F(xa_cls_VDI, "physical_utilisation"),
-                                 xa_int(found[j].physical_utilisation));
-            }
+            err = xa_vdi_store_sizes(t, vdi, &found[j]);
             if (!err) {
                 err = xa_api_set(t, &xa_cls_VDI, vdi,
                                  XA_F(xa_cls_VDI, "missing"), xa_bool(false));
@@ -160,34 +153,34 @@ sync_vdis(const char *sr, const struct xa_sr_info *s)
     return err;
 }
 
-struct xa_error *
-xa_impl_SR_scan(struct xa_call *call, const char *sr)
+/* Runs 'fn' on 'sr' as plugged on this host. */
+static struct xa_error *
+with_plugged(const char *sr,
+             struct xa_error *(*fn)(const char *, const struct xa_sr_info *))
 {
-    XA_UNUSED(call);
     struct xa_txn *t = xa_db_begin_read();
     struct xa_sr_info s;
     struct xa_error *err = xa_sr_info_plugged(t, sr, &s);
     xa_db_end(t);
     if (!err) {
-        err = sync_vdis(sr, &s);
+        err = fn(sr, &s);
         xa_sr_info_free(&s);
     }
     return err;
 }
 
 struct xa_error *
+xa_impl_SR_scan(struct xa_call *call, const char *sr)
+{
+    XA_UNUSED(call);
+    return with_plugged(sr, sync_vdis);
+}
+
+struct xa_error *
 xa_impl_SR_update(struct xa_call *call, const char *sr)
 {
     XA_UNUSED(call);
-    struct xa_txn *t = xa_db_begin_read();
-    struct xa_sr_info s;
-    struct xa_error *err = xa_sr_info_plugged(t, sr, &s);
-    xa_db_end(t);
-    if (!err) {
-        err = refresh_sizes(sr, &s);
-        xa_sr_info_free(&s);
-    }
-    return err;
+    return with_plugged(sr, refresh_sizes);
 }
 
 /* ---- SR life cycle ----------------------------------------------------- */
@@ -773,14 +766,7 @@ xa_impl_VDI_update(struct xa_call *call, const char *vdi)
     err = xa_sr_vdi_stat(&s.ctx, loc, &v);
     if (!err) {
         t = xa_db_begin_write();
-        err = xa_api_set(t, &xa_cls_VDI, vdi, XA_F(xa_cls_VDI, "virtual_size"),
-                         xa_int(v.virtual_size));
-        if (!err) {
-            err = xa_api_set(t, &xa_cls_VDI, vdi,
-                             XA_F(xa_cls_VDI, "physical_utilisation"),
-                             xa_int(v.physical_utilisation));
-        }
-        err = xa_api_finish(t, err);
+        err = xa_api_finish(t, xa_vdi_store_sizes(t, vdi, &v));
     }
     free(v.location);
     free(loc);

@@ -39,6 +39,10 @@ void xa_sr_info_free(struct xa_sr_info *s);
  * be NULL to recompute only virtual_allocation). */
 struct xa_error *xa_sr_sizes(struct xa_txn *t, const char *sr,
                              const struct xa_sr_stat *st) XA_WARN_UNUSED;
+/* Stores what the backend reports of a VDI's image ('v') in its row:
+ * virtual_size and physical_utilisation. */
+struct xa_error *xa_vdi_store_sizes(struct xa_txn *t, const char *vdi,
+                                    const struct xa_sr_vdi *v) XA_WARN_UNUSED;
 /* SR_FULL [requested, free] unless 'size' more bytes fit. */
 struct xa_error *xa_sr_check_space(const struct xa_sr_stat *st,
                                    int64_t size) XA_WARN_UNUSED;

@@ -203,6 +203,20 @@ xa_sr_sizes(struct xa_txn *t, const char *sr, const struct xa_sr_stat *st)
     return err;
 }
 
+struct xa_error *
+xa_vdi_store_sizes(struct xa_txn *t, const char *vdi, const struct xa_sr_vdi *v)
+{
+    struct xa_error *err =
+        xa_api_set(t, &xa_cls_VDI, vdi, XA_F(xa_cls_VDI, "virtual_size"),
+                   xa_int(v->virtual_size));
+    if (!err) {
+        err = xa_api_set(t, &xa_cls_VDI, vdi,
+                         XA_F(xa_cls_VDI, "physical_utilisation"),
+                         xa_int(v->physical_utilisation));
+    }
+    return err;
+}
+
 /* The SRs are thin, so it is the physically free space that counts,
  * not the sum of virtual sizes. */
 struct xa_error *
@@ -661,13 +675,7 @@ xa_impl_VDI_resize(struct xa_call *call, const char *vdi, int64_t size)
     }
     if (!err) {
         t = xa_db_begin_write();
-        err = xa_api_set(t, &xa_cls_VDI, vdi, XA_F(xa_cls_VDI, "virtual_size"),
-                         xa_int(v.virtual_size));
-        if (!err) {
-            err = xa_api_set(t, &xa_cls_VDI, vdi,
-                             XA_F(xa_cls_VDI, "physical_utilisation"),
-                             xa_int(v.physical_utilisation));
-        }
+        err = xa_vdi_store_sizes(t, vdi, &v);
         if (!err) {
             err = xa_sr_sizes(t, sr, &st);
         }

@@ -313,6 +313,20 @@ fill_vdi(const char *loc, const struct image *im, struct xa_sr_vdi *out)
     out->read_only = false;
 }
 
+/* Reads the image 'name' that an operation has just written and
+ * describes it in 'out' as the VDI at 'loc'. */
+static struct xa_error *
+read_back(const struct xa_sr_ctx *sr, const char *name, const char *loc,
+          struct xa_sr_vdi *out)
+{
+    struct image im;
+    if (read_image(sr->path, name, &im) != 0) {
+        return xa_imgdir_failure("cannot read back", name, errno);
+    }
+    fill_vdi(loc, &im, out);
+    return NULL;
+}
+
 static char *
 in_dir(const struct xa_sr_ctx *sr, const char *name)
 {
@@ -703,11 +717,9 @@ xa_imgdir_vdi_create(const struct xa_sr_ctx *sr, const char *vdi_uuid,
     }
     if (err) {
         unlink_in(sr, tmp);
-    } else if (read_image(sr->path, name, &im) == 0) {
-        sync_dir(sr);
-        fill_vdi(vdi_uuid, &im, out);
     } else {
-        err = xa_imgdir_failure("cannot read back", name, errno);
+        sync_dir(sr);
+        err = read_back(sr, name, vdi_uuid, out);
     }
     unlock_tree(lk);
     free(tmp);
@@ -855,11 +867,7 @@ xa_imgdir_vdi_clone(const struct xa_sr_ctx *sr, const char *location,
         unlink_in(sr, t2);
     } else {
         sync_dir(sr);
-        if (read_image(sr->path, newleaf, &tmpim) == 0) {
-            fill_vdi(new_uuid, &tmpim, out);
-        } else {
-            err = xa_imgdir_failure("cannot read back", newleaf, errno);
-        }
+        err = read_back(sr, newleaf, new_uuid, out);
     }
     unlock_tree(lk);
     free(base);
@@ -894,11 +902,7 @@ xa_imgdir_vdi_resize(const struct xa_sr_ctx *sr, const char *location,
     if (!err) {
         char name[sizeof im.name];
         snprintf(name, sizeof name, "%s", im.name);
-        if (read_image(sr->path, name, &im) == 0) {
-            fill_vdi(location, &im, out);
-        } else {
-            err = xa_imgdir_failure("cannot read back", name, errno);
-        }
+        err = read_back(sr, name, location, out);
     }
     free(sz);
     unlock_tree(lk);
@@ -939,11 +943,9 @@ xa_imgdir_vdi_copy(const struct xa_sr_ctx *src, const char *location,
             }
             unlock_tree(lk);
         }
-        if (!err && read_image(dst->path, name, &tmpim) == 0) {
+        if (!err) {
             sync_dir(dst);
-            fill_vdi(new_uuid, &tmpim, out);
-        } else if (!err) {
-            err = xa_imgdir_failure("cannot read back", name, errno);
+            err = read_back(dst, name, new_uuid, out);
         }
     }
     if (err) {
@@ -1172,12 +1174,7 @@ xa_imgdir_vdi_publish(const struct xa_sr_ctx *sr, const char *location,
             if (old.backing[0]) {
                 collect_bases(sr, old.backing);
             }
-            struct image im;
-            if (read_image(sr->path, name, &im) == 0) {
-                fill_vdi(location, &im, out);
-            } else {
-                err = xa_imgdir_failure("cannot read back", name, errno);
-            }
+            err = read_back(sr, name, location, out);
         }
         free(name);
         free(dest);
