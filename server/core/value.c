@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json-write.h"
 #include "util.h"
 
 static struct xa_value *
@@ -320,55 +321,10 @@ xa_value_equal(const struct xa_value *a, const struct xa_value *b)
     return false;
 }
 
-static void
-debug_render(struct xa_buf *b, const struct xa_value *v)
-{
-    switch (v->kind) {
-    case XA_NIL:
-        xa_buf_puts(b, "null");
-        break;
-    case XA_STRING:
-    case XA_DATETIME:
-        xa_buf_printf(b, "\"%s\"", v->u.str.s);
-        break;
-    case XA_INT:
-    case XA_INT32:
-        xa_buf_printf(b, "%lld", (long long)v->u.i);
-        break;
-    case XA_DOUBLE:
-        xa_buf_printf(b, "%.16g", v->u.d);
-        break;
-    case XA_BOOL:
-        xa_buf_puts(b, v->u.b ? "true" : "false");
-        break;
-    case XA_ARRAY:
-        xa_buf_putc(b, '[');
-        for (size_t i = 0; i < v->u.arr.n; i++) {
-            if (i) {
-                xa_buf_putc(b, ',');
-            }
-            debug_render(b, v->u.arr.items[i]);
-        }
-        xa_buf_putc(b, ']');
-        break;
-    case XA_STRUCT:
-        xa_buf_putc(b, '{');
-        for (size_t i = 0; i < v->u.st.n; i++) {
-            if (i) {
-                xa_buf_putc(b, ',');
-            }
-            xa_buf_printf(b, "\"%s\":", v->u.st.m[i].key);
-            debug_render(b, v->u.st.m[i].val);
-        }
-        xa_buf_putc(b, '}');
-        break;
-    }
-}
-
 char *
 xa_value_to_debug(const struct xa_value *v)
 {
     struct xa_buf b = {0};
-    debug_render(&b, v);
+    xa_json_put_value(&b, v, XA_JSON_WIRE);
     return xa_buf_steal(&b);
 }

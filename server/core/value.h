@@ -97,7 +97,7 @@ bool xa_value_equal(const struct xa_value *a, const struct xa_value *b);
 /* Text of a string or datetime value, else NULL. Borrowed. */
 const char *xa_value_str(const struct xa_value *v);
 
-/* Debug rendering (JSON-like), caller frees. */
+/* Debug rendering (JSON, as the JSON-RPC wire writes it), caller frees. */
 char *xa_value_to_debug(const struct xa_value *v);
 
 #endif

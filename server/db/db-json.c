@@ -7,107 +7,13 @@
  * back as XA_INT or XA_DOUBLE as its field demands, unknown fields are
  * ignored and missing ones defaulted: the schema may grow between runs. */
 #include <json-c/json.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "db-internal.h"
+#include "json-write.h"
 #include "schema.h"
 #include "value.h"
-
-static void
-enc_string(struct xa_buf *b, const char *s, size_t len)
-{
-    static const char hex[] = "0123456789abcdef";
-    xa_buf_reserve(b, len + 2);
-    xa_buf_putc(b, '"');
-    size_t run = 0; /* bytes waiting to be copied verbatim */
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') {
-            run++;
-            continue;
-        }
-        xa_buf_append(b, s + i - run, run);
-        run = 0;
-        switch (c) {
-        case '"':
-            xa_buf_puts(b, "\\\"");
-            break;
-        case '\\':
-            xa_buf_puts(b, "\\\\");
-            break;
-        case '\n':
-            xa_buf_puts(b, "\\n");
-            break;
-        case '\r':
-            xa_buf_puts(b, "\\r");
-            break;
-        case '\t':
-            xa_buf_puts(b, "\\t");
-            break;
-        default: {
-            char esc[7] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15], 0};
-            xa_buf_puts(b, esc);
-        }
-        }
-    }
-    xa_buf_append(b, s + len - run, run);
-    xa_buf_putc(b, '"');
-}
-
-static void
-enc_value(struct xa_buf *b, const struct xa_value *v)
-{
-    switch (v->kind) {
-    case XA_NIL:
-        xa_buf_puts(b, "null");
-        break;
-    case XA_STRING:
-    case XA_DATETIME:
-        enc_string(b, v->u.str.s, v->u.str.len);
-        break;
-    case XA_INT:
-    case XA_INT32:
-        xa_buf_printf(b, "%lld", (long long)v->u.i);
-        break;
-    case XA_DOUBLE:
-        /* JSON has no inf/nan: store those as strings, strtod reads them */
-        if (isnan(v->u.d)) {
-            xa_buf_puts(b, "\"nan\"");
-        } else if (isinf(v->u.d)) {
-            xa_buf_puts(b, v->u.d > 0 ? "\"inf\"" : "\"-inf\"");
-        } else {
-            xa_buf_printf(b, "%.17g", v->u.d);
-        }
-        break;
-    case XA_BOOL:
-        xa_buf_puts(b, v->u.b ? "true" : "false");
-        break;
-    case XA_ARRAY:
-        xa_buf_putc(b, '[');
-        for (size_t i = 0; i < v->u.arr.n; i++) {
-            if (i) {
-                xa_buf_putc(b, ',');
-            }
-            enc_value(b, v->u.arr.items[i]);
-        }
-        xa_buf_putc(b, ']');
-        break;
-    case XA_STRUCT:
-        xa_buf_putc(b, '{');
-        for (size_t i = 0; i < v->u.st.n; i++) {
-            if (i) {
-                xa_buf_putc(b, ',');
-            }
-            enc_string(b, v->u.st.m[i].key, strlen(v->u.st.m[i].key));
-            xa_buf_putc(b, ':');
-            enc_value(b, v->u.st.m[i].val);
-        }
-        xa_buf_putc(b, '}');
-        break;
-    }
-}
 
 void
 xa_db_json_encode_row(struct xa_buf *b, const struct xa_class_desc *cls,
@@ -124,9 +30,9 @@ xa_db_json_encode_row(struct xa_buf *b, const struct xa_class_desc *cls,
         }
         first = false;
         const char *name = cls->fields[f].name;
-        enc_string(b, name, strlen(name));
+        xa_json_put_string(b, name, strlen(name));
         xa_buf_putc(b, ':');
-        enc_value(b, vals[f]);
+        xa_json_put_value(b, vals[f], XA_JSON_STORE);
     }
     xa_buf_putc(b, '}');
 }

@@ -4,11 +4,12 @@
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <limits.h>
-#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "json-write.h"
 
 #define PUT_LIT(out, lit) xa_buf_append((out), (lit), sizeof(lit) - 1)
 
@@ -18,163 +19,17 @@
  * Writer
  * ------------------------------------------------------------------- */
 
-static const char hex_digits[] = "0123456789abcdef";
-
-/* Appends 's' as a JSON string literal.  Runs of ordinary bytes are
- * copied in one go; UTF-8 passes through unchanged. */
-static void
-put_string(struct xa_buf *out, const char *s, size_t n)
-{
-    size_t run = 0;
-    xa_buf_reserve(out, n + 2);
-    xa_buf_putc(out, '"');
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') {
-            continue;
-        }
-        if (i > run) {
-            xa_buf_append(out, s + run, i - run);
-        }
-        run = i + 1;
-        switch (c) {
-        case '"':
-            PUT_LIT(out, "\\\"");
-            break;
-        case '\\':
-            PUT_LIT(out, "\\\\");
-            break;
-        case '\n':
-            PUT_LIT(out, "\\n");
-            break;
-        case '\r':
-            PUT_LIT(out, "\\r");
-            break;
-        case '\t':
-            PUT_LIT(out, "\\t");
-            break;
-        default: {
-            char u[6] = {
-                '\\', 'u', '0', '0', hex_digits[c >> 4], hex_digits[c & 0xf]};
-            xa_buf_append(out, u, sizeof(u));
-            break;
-        }
-        }
-    }
-    if (n > run) {
-        xa_buf_append(out, s + run, n - run);
-    }
-    xa_buf_putc(out, '"');
-}
-
+/* Appends 's' (NULL: "") as a JSON string literal. */
 static void
 put_cstring(struct xa_buf *out, const char *s)
 {
-    put_string(out, s ? s : "", s ? strlen(s) : 0);
-}
-
-/* Decimal text of 'i' without going through printf. */
-static void
-put_int64(struct xa_buf *out, int64_t i)
-{
-    char tmp[24];
-    size_t pos = sizeof(tmp);
-    /* The magnitude as unsigned, so INT64_MIN does not overflow. */
-    uint64_t u = i < 0 ? (uint64_t)0 - (uint64_t)i : (uint64_t)i;
-    do {
-        tmp[--pos] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (i < 0) {
-        tmp[--pos] = '-';
-    }
-    xa_buf_append(out, tmp + pos, sizeof(tmp) - pos);
-}
-
-static void
-put_double(struct xa_buf *out, double d)
-{
-    if (!isfinite(d)) {
-        PUT_LIT(out, "null");
-        return;
-    }
-    char tmp[48];
-    int n = snprintf(tmp, sizeof(tmp), "%.16g", d);
-    if (n <= 0 || (size_t)n >= sizeof(tmp) - 2) {
-        PUT_LIT(out, "null");
-        return;
-    }
-    bool has_point = false;
-    for (int k = 0; k < n; k++) {
-        if (tmp[k] == ',') {
-            tmp[k] = '.'; /* a decimal-comma locale must not leak out */
-        }
-        if (tmp[k] == '.' || tmp[k] == 'e') {
-            has_point = true;
-        }
-    }
-    /* "%.16g" prints 2.0 as "2", which every JSON reader (json-c, Python)
-     * would take for an integer. */
-    if (!has_point) {
-        tmp[n++] = '.';
-        tmp[n++] = '0';
-    }
-    xa_buf_append(out, tmp, (size_t)n);
+    xa_json_put_string(out, s ? s : "", s ? strlen(s) : 0);
 }
 
 void
 xa_jsonrpc_write_value(struct xa_buf *out, const struct xa_value *v)
 {
-    if (!v) {
-        PUT_LIT(out, "null");
-        return;
-    }
-    switch (v->kind) {
-    case XA_STRING:
-    case XA_DATETIME:
-        put_string(out, v->u.str.s, v->u.str.len);
-        break;
-    case XA_INT:
-    case XA_INT32:
-        put_int64(out, v->u.i);
-        break;
-    case XA_BOOL:
-        if (v->u.b) {
-            PUT_LIT(out, "true");
-        } else {
-            PUT_LIT(out, "false");
-        }
-        break;
-    case XA_DOUBLE:
-        put_double(out, v->u.d);
-        break;
-    case XA_ARRAY:
-        xa_buf_putc(out, '[');
-        for (size_t i = 0; i < v->u.arr.n; i++) {
-            if (i) {
-                xa_buf_putc(out, ',');
-            }
-            xa_jsonrpc_write_value(out, v->u.arr.items[i]);
-        }
-        xa_buf_putc(out, ']');
-        break;
-    case XA_STRUCT:
-        xa_buf_putc(out, '{');
-        for (size_t i = 0; i < v->u.st.n; i++) {
-            if (i) {
-                xa_buf_putc(out, ',');
-            }
-            put_cstring(out, v->u.st.m[i].key);
-            xa_buf_putc(out, ':');
-            xa_jsonrpc_write_value(out, v->u.st.m[i].val);
-        }
-        xa_buf_putc(out, '}');
-        break;
-    case XA_NIL:
-    default:
-        PUT_LIT(out, "null");
-        break;
-    }
+    xa_json_put_value(out, v, XA_JSON_WIRE);
 }
 
 static void
@@ -249,7 +104,7 @@ xa_jsonrpc_write_call(struct xa_buf *out, const char *method,
         PUT_LIT(out, "[]");
     }
     PUT_LIT(out, ",\"id\":");
-    put_int64(out, id);
+    xa_json_put_int(out, id);
     xa_buf_putc(out, '}');
 }
 

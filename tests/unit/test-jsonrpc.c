@@ -13,6 +13,7 @@
 #include <math.h>
 
 #include "error.h"
+#include "json-write.h"
 #include "rpc/jsonrpc.h"
 #include "util.h"
 #include "value.h"
@@ -187,6 +188,33 @@ test_write_scalars(void **state)
     check_value_bytes(xa_double(NAN), "null");
     check_value_bytes(xa_double(INFINITY), "null");
     check_value_bytes(xa_double(-INFINITY), "null");
+}
+
+/* The stored-row style of the same writer (db-json.c): doubles exact,
+ * non-finite ones as strings strtod reads back. */
+static void
+check_store_bytes(struct xa_value *v, const char *want)
+{
+    struct xa_buf b = {0};
+    xa_json_put_value(&b, v, XA_JSON_STORE);
+    assert_string_equal(b.data, want);
+    xa_buf_free(&b);
+    xa_value_unref(v);
+}
+
+static void
+test_write_store_style(void **state)
+{
+    (void)state;
+    check_store_bytes(xa_double(0.1), "0.10000000000000001");
+    check_store_bytes(xa_double(2.0), "2");
+    check_store_bytes(xa_double(NAN), "\"nan\"");
+    check_store_bytes(xa_double(INFINITY), "\"inf\"");
+    check_store_bytes(xa_double(-INFINITY), "\"-inf\"");
+    check_store_bytes(xa_int(INT64_MIN), "-9223372036854775808");
+    struct xa_value *m = xa_struct();
+    xa_struct_set(m, "k\"ey", xa_string("v\n"));
+    check_store_bytes(m, "{\"k\\\"ey\":\"v\\n\"}");
 }
 
 static void
@@ -655,6 +683,7 @@ main(void)
         cmocka_unit_test(test_failure),
         cmocka_unit_test(test_write_scalars),
         cmocka_unit_test(test_write_escaping),
+        cmocka_unit_test(test_write_store_style),
         cmocka_unit_test(test_write_compact),
         cmocka_unit_test(test_write_call),
         cmocka_unit_test(test_parse_versions),
