@@ -140,27 +140,36 @@ drop(struct session *s)
     session_free(s);
 }
 
-/* The oldest session of 'user' when the user is at the bound, removed
- * from the table (caller drops it), else NULL. */
+/* The session of 'user' that must make room for a new one, removed from
+ * the table (caller drops it), else NULL: one that expired but was not
+ * swept yet, or else the oldest when the user is at the bound. */
 static struct session *
 evict_oldest_locked(const char *user)
 {
     unsigned count = 0;
-    struct session *oldest = NULL;
+    struct session *oldest = NULL, *expired = NULL;
+    double now = xa_monotonic();
     XA_HMAP_FOR_EACH (slot, &sessions) {
         struct session *s = slot->val;
-        if (strcmp(s->user, user) == 0) {
-            count++;
-            if (!oldest || s->created < oldest->created) {
-                oldest = s;
-            }
+        if (strcmp(s->user, user) != 0) {
+            continue;
+        }
+        if (now - s->last_active > config.idle_timeout) {
+            expired = s;
+            continue;
+        }
+        count++;
+        if (!oldest || s->created < oldest->created) {
+            oldest = s;
         }
     }
-    if (count < config.max_per_user || !oldest) {
-        return NULL;
+    struct session *victim = expired                        ? expired
+                             : count >= config.max_per_user ? oldest
+                                                            : NULL;
+    if (victim) {
+        xa_hmap_remove(&sessions, victim->ref);
     }
-    xa_hmap_remove(&sessions, oldest->ref);
-    return oldest;
+    return victim;
 }
 
 static struct xa_error *

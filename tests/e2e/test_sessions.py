@@ -171,6 +171,24 @@ def test_idle_sessions_expire(xapid_factory):
     assert x.login().pool.get_all()
 
 
+def test_expired_sessions_give_way_first(xapid_factory):
+    """At the per-user bound, a session that expired (but was not swept
+    yet) makes room before the oldest live one is evicted."""
+    x = xapid_factory.start(extra_args=["--sessions-per-user", "2",
+                                        "--session-timeout", "1"])
+    busy = x.login()   # the oldest, kept alive
+    idle = x.login()   # newer, left to expire
+    t_end = time.monotonic() + 1.6
+    while time.monotonic() < t_end:
+        assert busy.pool.get_all()
+        time.sleep(0.3)
+    third = x.login()
+    assert busy.pool.get_all()  # not evicted: the dead one went instead
+    assert third.pool.get_all()
+    e = expect_error(idle.pool.get_all)
+    assert e.details == ["SESSION_INVALID", idle.ref]
+
+
 # ---- RBAC -------------------------------------------------------------------------
 
 
@@ -287,3 +305,4 @@ def test_accounts_persist_over_restart(rbac):
     # and leave no row behind
     e = expect_error(s.session.get_record, old)
     assert e.details == ["HANDLE_INVALID", "session", old]
+
