@@ -202,6 +202,28 @@ def account_line(user, role, password):
 # ---- the server process ------------------------------------------------
 
 
+def kill_strays(path):
+    """SIGKILLs every process whose command line names 'path': the guests
+    (qemu, dhclient, ...) a xapid started under its work directory.  They
+    outlive a kill -9 of xapid on purpose (a restarted xapid adopts them),
+    so a test that is done with the directory must end them itself."""
+    me = os.getpid()
+    needle = os.path.join(path, "").encode()  # "/tmp/h1/" spares "/tmp/h10"
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == me:
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if needle in cmd:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+
+
 class Xapid:
     """One xapid process on loopback, with its own state directory.
 
@@ -354,6 +376,7 @@ class Xapid:
 
     def cleanup(self):
         self.kill9()
+        kill_strays(self.workdir)
         if self.db is not None:
             self.db.drop()
             self.db = None
