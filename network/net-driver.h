@@ -31,10 +31,12 @@ struct xa_net_bridge {
 /* One interface of a port. */
 struct xa_net_iface {
     const char *name;
-    const char *type;       /* "" (a system device), "internal" */
-    const char *const *ids; /* external-ids, NULL-terminated k, v, ... */
-    int64_t mtu;            /* mtu_request; 0: leave it */
-    const char *mac;        /* mac (for internal ports), or NULL */
+    const char *type;           /* "" (a system device), "internal" */
+    const char *const *ids;     /* external-ids, NULL-terminated k, v, ... */
+    int64_t mtu;                /* mtu_request; 0: leave it */
+    const char *mac;            /* mac (for internal ports), or NULL */
+    const char *const *options; /* options (tunnels: remote_ip, key), k, v,
+                                   ..., NULL-terminated; or NULL */
 };
 
 /* One port: a NIC, a bond (several interfaces), a VIF, or a VLAN fake
@@ -52,6 +54,17 @@ struct xa_net_port {
     const char *const *ids;          /* the port's external-ids */
     const char *spec; /* a digest of everything above: unchanged digest,
                          unchanged port (no need to touch it) */
+};
+
+/* The locking rules of one VIF's port (see openflow.h). */
+struct xa_net_rules {
+    const char *bridge; /* the real bridge the port is on */
+    const char *port;
+    const char *vif_uuid; /* tags every rule of this VIF */
+    const char *mode;     /* "locked", "disabled"; else: no rules */
+    const char *mac;
+    const char *const *ipv4; /* NULL-terminated */
+    const char *const *ipv6;
 };
 
 /* What list_owned() reports. */
@@ -81,6 +94,13 @@ struct xa_net_driver {
     struct xa_error *(*put_port)(const struct xa_net_port *p);
     struct xa_error *(*remove_port)(const char *name);
     struct xa_error *(*list_owned)(struct xa_net_owned *out);
+    /* Optional (NULL: the backend filters nothing).  Replaces the rules
+     * with r->cookie by those of r->mode (none: removes them). */
+    struct xa_error *(*set_rules)(const struct xa_net_rules *r);
+    /* Removes the rules on 'bridge' of every VIF not in 'keep' (uuids,
+     * NULL-terminated): rules of VIFs gone while xapid was not looking. */
+    struct xa_error *(*prune_rules)(const char *bridge,
+                                    const char *const *keep);
 };
 
 extern const struct xa_net_driver xa_net_sim_driver;

@@ -31,6 +31,7 @@
 #include "api/vm.h"
 #include "hmap.h"
 #include "log.h"
+#include "network/dhcp.h"
 #include "network/net-driver.h"
 #include "network/netlink.h"
 #include "self.h"
@@ -38,7 +39,8 @@
 
 #define LOG_MODULE "net"
 
-extern const struct xa_class_desc xa_cls_PIF, xa_cls_VLAN, xa_cls_Bond;
+extern const struct xa_class_desc xa_cls_PIF, xa_cls_VLAN, xa_cls_Bond,
+    xa_cls_tunnel;
 
 static const struct xa_net_driver *drv;
 
@@ -48,7 +50,12 @@ static const struct xa_net_driver *drv;
 struct plugged {
     char *port;
     char *vm;
-    bool by_hv; /* the hypervisor gave the device */
+    bool by_hv;         /* the hypervisor gave the device */
+    char *bridge;       /* the real bridge the port is on */
+    char *uuid;         /* the VIF's, which tags its locking rules */
+    char *rules;        /* digest of the locking rules in place ("": none), or
+                           NULL: unknown (not set by this process) */
+    unsigned dead_seen; /* sweeps in a row that found the VIF not live */
 };
 static pthread_mutex_t plugged_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct xa_hmap plugged_map;
@@ -57,7 +64,8 @@ static pthread_t watcher;
 static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t watch_cond = PTHREAD_COND_INITIALIZER;
 static bool watch_stop, watch_running;
-static unsigned synced_epoch; /* 0: never converged */
+static unsigned synced_epoch;   /* 0: never converged */
+static unsigned prune_failures; /* in a row; under watch_lock */
 
 static void
 plugged_free(void *p)
@@ -66,6 +74,9 @@ plugged_free(void *p)
     if (g) {
         free(g->port);
         free(g->vm);
+        free(g->bridge);
+        free(g->uuid);
+        free(g->rules);
         free(g);
     }
 }
@@ -143,6 +154,8 @@ struct bridge_plan {
     struct strv slaves; /* bond member devices */
     char *bond_mode;
     bool lacp;
+    char *tunnel;         /* uplink is a tunnel: "gre", "vxlan"; or NULL */
+    struct strv tun_opts; /* its options */
 };
 
 static void
@@ -156,6 +169,8 @@ plan_free(struct bridge_plan *p)
     free(p->uplink);
     strv_free(&p->slaves);
     free(p->bond_mode);
+    free(p->tunnel);
+    strv_free(&p->tun_opts);
     memset(p, 0, sizeof *p);
 }
 
@@ -222,6 +237,28 @@ collect_uuid(const char *net, void *c_)
     return true;
 }
 
+/* A tunnel's access PIF: its device is the bridge's uplink, a port whose
+ * interface has the tunnel's protocol as type and the remote end from the
+ * tunnel's other_config (remote_ip, key), "flow" (the OpenFlow controller
+ * decides per packet) when absent. */
+static void
+plan_tunnel(struct xa_txn *t, const char *pif, const char *tunnel,
+            struct bridge_plan *p)
+{
+    p->uplink =
+        xa_strdup(xa_api_str(t, &xa_cls_PIF, pif, XA_F(xa_cls_PIF, "device")));
+    const char *proto =
+        xa_api_str(t, &xa_cls_tunnel, tunnel, XA_F(xa_cls_tunnel, "protocol"));
+    p->tunnel = xa_strdup(*proto ? proto : "gre");
+    static const char *const keys[] = {"remote_ip", "key"};
+    for (size_t i = 0; i < 2; i++) {
+        const char *v =
+            xa_api_map_get(t, &xa_cls_tunnel, tunnel,
+                           XA_F(xa_cls_tunnel, "other_config"), keys[i]);
+        strv_kv(&p->tun_opts, keys[i], v && *v ? v : "flow");
+    }
+}
+
 static struct xa_error *
 plan_read(struct xa_txn *t, const char *net, struct bridge_plan *p)
 {
@@ -246,7 +283,11 @@ plan_read(struct xa_txn *t, const char *net, struct bridge_plan *p)
             t, &xa_cls_PIF, pif, XA_F(xa_cls_PIF, "bond_master_of"));
         bool attached = xa_api_bool(t, &xa_cls_PIF, pif,
                                     XA_F(xa_cls_PIF, "currently_attached"));
-        if (xa_db_exists(t, &xa_cls_VLAN, vlan)) {
+        struct xa_value *tun = xa_db_get_field(
+            t, &xa_cls_PIF, pif, XA_F(xa_cls_PIF, "tunnel_access_PIF_of"));
+        if (tun && tun->u.arr.n > 0 && attached) {
+            plan_tunnel(t, pif, tun->u.arr.items[0]->u.str.s, p);
+        } else if (xa_db_exists(t, &xa_cls_VLAN, vlan)) {
             const char *tagged = xa_api_str(t, &xa_cls_VLAN, vlan,
                                             XA_F(xa_cls_VLAN, "tagged_PIF"));
             const char *pnet =
@@ -284,6 +325,7 @@ plan_read(struct xa_txn *t, const char *net, struct bridge_plan *p)
                 xa_api_str(t, &xa_cls_PIF, pif, XA_F(xa_cls_PIF, "MAC")));
         }
         xa_value_unref(bonds);
+        xa_value_unref(tun);
         free(pif);
     }
     struct uuids_ctx c = {t, p->real, NULL};
@@ -336,7 +378,7 @@ plan_apply(struct bridge_plan *p)
         if (err) {
             return err;
         }
-        struct xa_net_iface f = {p->name, "internal", NULL, p->mtu, NULL};
+        struct xa_net_iface f = {p->name, "internal", NULL, p->mtu, NULL, NULL};
         const char *ids[] = {"xs-network-uuids", p->ids.v ? p->ids.v[1] : "",
                              NULL};
         char *spec = xa_asprintf("fake:%s:%lld:%lld", p->real,
@@ -371,8 +413,17 @@ plan_apply(struct bridge_plan *p)
                     p->bond_mode ? p->bond_mode : "", (long long)p->mtu);
     for (size_t i = 0; i < n; i++) {
         const char *dev = p->slaves.n ? p->slaves.v[i] : p->uplink;
-        ifs[i] = (struct xa_net_iface){dev, "", NULL, p->mtu, NULL};
+        ifs[i] = (struct xa_net_iface){dev, "", NULL, p->mtu, NULL, NULL};
         char *s2 = xa_asprintf("%s:%s", spec, dev);
+        free(spec);
+        spec = s2;
+    }
+    if (p->tunnel) {
+        ifs[0] = (struct xa_net_iface){
+            p->uplink, p->tunnel, NULL, 0, NULL, strv_get(&p->tun_opts)};
+        char *s2 =
+            xa_asprintf("%s:%s:%s=%s:%s=%s", spec, p->tunnel, p->tun_opts.v[0],
+                        p->tun_opts.v[1], p->tun_opts.v[2], p->tun_opts.v[3]);
         free(spec);
         spec = s2;
     }
@@ -413,6 +464,11 @@ struct vif_plan {
     bool by_hv;
     bool live; /* VIF attached and VM running or paused here */
     char *spec;
+    /* Locking: the effective mode ("locked", "unlocked", "disabled"),
+     * what the rules need, and a digest of the rules ("": none). */
+    char *mode, *mac, *uuid;
+    struct strv ipv4, ipv6;
+    char *rules;
 };
 
 static void
@@ -425,7 +481,71 @@ vif_plan_free(struct vif_plan *v)
     free(v->network);
     strv_free(&v->ids);
     free(v->spec);
+    free(v->mode);
+    free(v->mac);
+    free(v->uuid);
+    strv_free(&v->ipv4);
+    strv_free(&v->ipv6);
+    free(v->rules);
     memset(v, 0, sizeof *v);
+}
+
+/* The effective locking mode of 'vif' (network_default resolved through
+ * its network, as xapi does) and its allowed addresses; then the digest
+ * of the rules: a change of anything they depend on (the port too: a new
+ * port has a new OpenFlow number) changes it. */
+static void
+vif_lock_read(struct xa_txn *t, const char *vif, struct vif_plan *v)
+{
+    const char *lock =
+        xa_api_str(t, &xa_cls_VIF, vif, XA_F(xa_cls_VIF, "locking_mode"));
+    if (strcmp(lock, "network_default") == 0 || !*lock) {
+        lock = xa_api_str(t, &xa_cls_network, v->network,
+                          XA_F(xa_cls_network, "default_locking_mode"));
+    }
+    v->mode =
+        xa_strdup(strcmp(lock, "locked") == 0 || strcmp(lock, "disabled") == 0
+                      ? lock
+                      : "unlocked");
+    static const char *const lists[] = {"ipv4_allowed", "ipv6_allowed"};
+    char *acc = xa_strdup("");
+    for (size_t k = 0; k < 2; k++) {
+        struct strv *to = k == 0 ? &v->ipv4 : &v->ipv6;
+        struct xa_value *a = xa_db_get_field(
+            t, &xa_cls_VIF, vif, xa_schema_field_index(&xa_cls_VIF, lists[k]));
+        for (size_t i = 0; a && i < a->u.arr.n; i++) {
+            const char *ip = a->u.arr.items[i]->u.str.s;
+            strv_push(to, xa_strdup(ip));
+            char *n = xa_asprintf("%s%s%s", acc, *acc ? "," : "", ip);
+            free(acc);
+            acc = n;
+        }
+        char *n = xa_asprintf("%s;", acc);
+        free(acc);
+        acc = n;
+        xa_value_unref(a);
+    }
+    if (strcmp(v->mode, "unlocked") == 0) {
+        v->rules = xa_strdup("");
+    } else {
+        v->rules = xa_asprintf("%s|%s|%s|%s", v->mode, v->port, v->spec, acc);
+    }
+    free(acc);
+}
+
+/* Whether 'vif' of 'vm' should have a port here: attached, and its VM
+ * running or paused on this host. */
+static bool
+vif_is_live(struct xa_txn *t, const char *vif, const char *vm)
+{
+    const char *ps =
+        xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "power_state"));
+    const char *self = xa_self_host();
+    return xa_api_bool(t, &xa_cls_VIF, vif,
+                       XA_F(xa_cls_VIF, "currently_attached")) &&
+           (strcmp(ps, "Running") == 0 || strcmp(ps, "Paused") == 0) && self &&
+           strcmp(xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "resident_on")),
+                  self) == 0;
 }
 
 /* 'domid' < 0: the VM's recorded domid.  'ifname' NULL: the port made up
@@ -445,15 +565,7 @@ vif_plan_read(struct xa_txn *t, const char *vif, const char *ifname,
     v->vif = xa_strdup(vif);
     v->vm = xa_strdup(vm);
     v->network = xa_strdup(net);
-    const char *ps =
-        xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "power_state"));
-    const char *self = xa_self_host();
-    v->live =
-        xa_api_bool(t, &xa_cls_VIF, vif,
-                    XA_F(xa_cls_VIF, "currently_attached")) &&
-        (strcmp(ps, "Running") == 0 || strcmp(ps, "Paused") == 0) && self &&
-        strcmp(xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "resident_on")),
-               self) == 0;
+    v->live = vif_is_live(t, vif, vm);
     if (domid < 0) {
         domid = xa_api_int(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "domid"));
     }
@@ -487,18 +599,6 @@ vif_plan_read(struct xa_txn *t, const char *vif, const char *ifname,
         v->mtu =
             xa_api_int(t, &xa_cls_network, net, XA_F(xa_cls_network, "MTU"));
     }
-    const char *lock =
-        xa_api_str(t, &xa_cls_VIF, vif, XA_F(xa_cls_VIF, "locking_mode"));
-    if (strcmp(lock, "network_default") == 0 || !*lock) {
-        lock = xa_api_str(t, &xa_cls_network, net,
-                          XA_F(xa_cls_network, "default_locking_mode"));
-    }
-    if (strcmp(lock, "disabled") == 0) {
-        /* Disabled drops all of the VIF's traffic (xapi does it with
-         * flows); VLAN 4095 is one no other port is ever on, so the port
-         * is cut off from everything while its device still exists. */
-        v->tag = 4095;
-    }
     const char *mac = xa_api_str(t, &xa_cls_VIF, vif, XA_F(xa_cls_VIF, "MAC"));
     const char *vif_uuid =
         xa_api_str(t, &xa_cls_VIF, vif, XA_F(xa_cls_VIF, "uuid"));
@@ -512,18 +612,78 @@ vif_plan_read(struct xa_txn *t, const char *vif, const char *ifname,
     strv_kv(&v->ids, "xs-vif-uuid", vif_uuid);
     strv_kv(&v->ids, "xs-vm-uuid", vm_uuid);
     strv_kv(&v->ids, "vm-id", vm_uuid);
-    strv_kv(&v->ids, "xs-locking-mode", *lock ? lock : "unlocked");
-    v->spec = xa_asprintf("vif:%s:%s:%s:%lld:%lld:%s:%s:%s", vif_uuid,
+    /* The locking mode is not part of the port (changing it changes
+     * only the rules): xapi does not record it in external-ids either. */
+    v->spec = xa_asprintf("vif:%s:%s:%s:%lld:%lld:%s:%s", vif_uuid,
                           v->by_hv ? "hv" : "int", v->bridge, (long long)v->tag,
-                          (long long)v->mtu, mac, lock, vm_uuid);
+                          (long long)v->mtu, mac, vm_uuid);
+    vif_lock_read(t, vif, v);
+    v->mac = xa_strdup(mac);
+    v->uuid = xa_strdup(vif_uuid);
     return NULL;
 }
 
+/* Brings the VIF's locking rules from 'have' (digest; NULL: unknown) to
+ * what the plan says.  Unknown and none wanted: nothing is done (a
+ * convergence prunes what a previous run may have left). */
 static struct xa_error *
-vif_plan_apply(const struct vif_plan *v)
+rules_apply(const struct vif_plan *v, const char *have)
 {
-    struct xa_net_iface f = {v->port, v->by_hv ? "" : "internal",
-                             strv_get(&v->ids), v->mtu, NULL};
+    if (!drv->set_rules || (have ? strcmp(have, v->rules) == 0 : !*v->rules)) {
+        return NULL;
+    }
+    struct xa_net_rules r = {
+        .bridge = v->bridge,
+        .port = v->port,
+        .vif_uuid = v->uuid,
+        .mode = v->mode,
+        .mac = v->mac,
+        .ipv4 = strv_get(&v->ipv4),
+        .ipv6 = strv_get(&v->ipv6),
+    };
+    /* an error object, not a pointer into 'r' */
+    // cppcheck-suppress returnDanglingLifetime
+    return drv->set_rules(&r);
+}
+
+/* Records that the VIF's port (and rules, digest 'rules', NULL: unknown)
+ * are in place; returns the previous record (caller frees). */
+static struct plugged *
+remember(const struct vif_plan *v, const char *rules)
+{
+    struct plugged *g = xa_malloc(sizeof *g);
+    g->port = xa_strdup(v->port);
+    g->vm = xa_strdup(v->vm);
+    g->by_hv = v->by_hv;
+    g->bridge = xa_strdup(v->bridge);
+    g->uuid = xa_strdup(v->uuid);
+    g->rules = rules ? xa_strdup(rules) : NULL;
+    g->dead_seen = 0;
+    pthread_mutex_lock(&plugged_lock);
+    struct plugged *old = xa_hmap_put(&plugged_map, v->vif, g);
+    pthread_mutex_unlock(&plugged_lock);
+    return old;
+}
+
+/* The rules digest recorded for 'vif' (caller frees), NULL: unknown. */
+static char *
+rules_have(const char *vif)
+{
+    pthread_mutex_lock(&plugged_lock);
+    struct plugged *g = xa_hmap_get(&plugged_map, vif);
+    char *r = g && g->rules ? xa_strdup(g->rules) : NULL;
+    pthread_mutex_unlock(&plugged_lock);
+    return r;
+}
+
+/* Makes the port, then its rules.  'fresh': the port was known to be
+ * missing or different, so whatever rules were recorded are gone. */
+static struct xa_error *
+vif_plan_apply(const struct vif_plan *v, bool fresh)
+{
+    struct xa_net_iface f = {
+        v->port, v->by_hv ? "" : "internal", strv_get(&v->ids), v->mtu, NULL,
+        NULL};
     struct xa_net_port p = {
         .name = v->port,
         .bridge = v->bridge,
@@ -533,20 +693,23 @@ vif_plan_apply(const struct vif_plan *v)
         .spec = v->spec,
     };
     struct xa_error *err = drv->put_port(&p);
+    char *have = fresh ? NULL : rules_have(v->vif);
     if (!err) {
-        struct plugged *g = xa_malloc(sizeof *g);
-        g->port = xa_strdup(v->port);
-        g->vm = xa_strdup(v->vm);
-        g->by_hv = v->by_hv;
-        pthread_mutex_lock(&plugged_lock);
-        struct plugged *old = xa_hmap_put(&plugged_map, v->vif, g);
-        pthread_mutex_unlock(&plugged_lock);
-        if (old && strcmp(old->port, g->port) != 0) {
+        err = rules_apply(v, have);
+        if (err) {
+            /* The port is there, its rules are not known to be. */
+            plugged_free(remember(v, NULL));
+        }
+    }
+    if (!err) {
+        struct plugged *old = remember(v, v->rules);
+        if (old && strcmp(old->port, v->port) != 0) {
             /* The domid changed (reboot): the old port is stale. */
             xa_error_free(drv->remove_port(old->port));
         }
         plugged_free(old);
     }
+    free(have);
     /* err is an error object, not a pointer into the port */
     // cppcheck-suppress returnDanglingLifetime
     return err;
@@ -613,7 +776,7 @@ plug_one(const char *vif, const char *ifname, int64_t domid)
         err = xa_net_ensure_bridge(v.network, NULL);
     }
     if (!err) {
-        err = backend_error(vif_plan_apply(&v), "plug VIF");
+        err = backend_error(vif_plan_apply(&v, false), "plug VIF");
     }
     vif_plan_free(&v);
     return err;
@@ -636,6 +799,21 @@ xa_net_unplug_vif(const char *vif_ref)
     struct plugged *g = xa_hmap_remove(&plugged_map, vif_ref);
     pthread_mutex_unlock(&plugged_lock);
     char *port = g ? xa_strdup(g->port) : NULL;
+    if (g && drv->set_rules && g->bridge && (!g->rules || *g->rules)) {
+        struct xa_net_rules r = {.bridge = g->bridge,
+                                 .port = g->port,
+                                 .vif_uuid = g->uuid,
+                                 .mode = "unlocked"};
+        err = backend_error(drv->set_rules(&r), "unplug VIF");
+        if (err) {
+            /* Keep the record, so that unplugging again retries. */
+            pthread_mutex_lock(&plugged_lock);
+            plugged_free(xa_hmap_put(&plugged_map, vif_ref, g));
+            pthread_mutex_unlock(&plugged_lock);
+            free(port);
+            return err;
+        }
+    }
     plugged_free(g);
     if (!port) {
         /* Not plugged by this process (e.g. before a restart that the
@@ -657,6 +835,34 @@ xa_net_unplug_vif(const char *vif_ref)
         err = backend_error(drv->remove_port(port), "unplug VIF");
     }
     free(port);
+    return err;
+}
+
+struct xa_error *
+xa_net_refresh_vif(const char *vif_ref)
+{
+    if (!drv) {
+        return NULL;
+    }
+    pthread_mutex_lock(&plugged_lock);
+    bool plugged = xa_hmap_contains(&plugged_map, vif_ref);
+    pthread_mutex_unlock(&plugged_lock);
+    if (!plugged) {
+        return NULL;
+    }
+    struct vif_plan v;
+    struct xa_txn *t = xa_db_begin_read();
+    struct xa_error *err = vif_plan_read(t, vif_ref, NULL, -1, &v);
+    xa_db_end(t);
+    if (!err && v.live) {
+        char *have = rules_have(vif_ref);
+        err = backend_error(rules_apply(&v, have), "locking rules");
+        free(have);
+        if (!err) {
+            plugged_free(remember(&v, v.rules));
+        }
+    }
+    vif_plan_free(&v);
     return err;
 }
 
@@ -721,7 +927,7 @@ xa_net_vm_sync(const char *vm_ref)
             pthread_mutex_unlock(&plugged_lock);
             /* Still live under the same name: nothing to do.  A new
              * domid (reboot) means a new name: replace the port. */
-            err = same ? NULL : vif_plan_apply(&v);
+            err = same ? NULL : vif_plan_apply(&v, false);
         }
         if (err) {
             xa_log_warn(LOG_MODULE, "VIF %s: %s %s", mine.v[i], err->code,
@@ -794,6 +1000,30 @@ collect_vif(const char *vif, void *c_)
     return true;
 }
 
+/* Removes, from every bridge of the plan, the locking rules of VIFs that
+ * are not live or have none now. */
+static struct xa_error *
+prune_rules(const struct desired *d)
+{
+    if (!drv->prune_rules) {
+        return NULL;
+    }
+    struct strv keep = {0};
+    for (size_t i = 0; i < d->n_vifs; i++) {
+        if (*d->vifs[i].rules) {
+            strv_push(&keep, xa_strdup(d->vifs[i].uuid));
+        }
+    }
+    struct xa_error *err = NULL;
+    for (size_t i = 0; i < d->n_plans && !err; i++) {
+        if (d->plans[i].tag < 0) {
+            err = drv->prune_rules(d->plans[i].real, strv_get(&keep));
+        }
+    }
+    strv_free(&keep);
+    return err;
+}
+
 /* Adopts ports a hypervisor plugged before a restart: an owned port whose
  * spec names a VIF and says "hv" keeps its device name. */
 static void
@@ -815,6 +1045,10 @@ adopt_hv_ports(const struct xa_net_owned *o, struct xa_txn *t)
             g->vm = xa_strdup(
                 xa_api_str(t, &xa_cls_VIF, vif, XA_F(xa_cls_VIF, "VM")));
             g->by_hv = true;
+            g->bridge = NULL; /* known once the convergence has run */
+            g->uuid = xa_strdup(uuid);
+            g->rules = NULL;
+            g->dead_seen = 0;
             pthread_mutex_lock(&plugged_lock);
             plugged_free(xa_hmap_put(&plugged_map, vif, g));
             pthread_mutex_unlock(&plugged_lock);
@@ -902,20 +1136,38 @@ xa_net_converge(void)
         }
     }
     for (size_t i = 0; i < d.n_vifs && !err; i++) {
-        const char *have = xa_hmap_get(&owned_ports, d.vifs[i].port);
-        if (have && strcmp(have, d.vifs[i].spec) == 0) {
-            /* Unchanged: only remember it. */
-            struct plugged *g = xa_malloc(sizeof *g);
-            g->port = xa_strdup(d.vifs[i].port);
-            g->vm = xa_strdup(d.vifs[i].vm);
-            g->by_hv = d.vifs[i].by_hv;
-            pthread_mutex_lock(&plugged_lock);
-            plugged_free(xa_hmap_put(&plugged_map, d.vifs[i].vif, g));
-            pthread_mutex_unlock(&plugged_lock);
+        const struct vif_plan *v = &d.vifs[i];
+        const char *have = xa_hmap_get(&owned_ports, v->port);
+        if (have && strcmp(have, v->spec) == 0) {
+            /* Unchanged port: its rules may still need to change (a
+             * network's default locking mode did). */
+            char *had = rules_have(v->vif);
+            err = rules_apply(v, had);
+            free(had);
+            if (!err) {
+                plugged_free(remember(v, v->rules));
+            }
             continue;
         }
-        err = vif_plan_apply(&d.vifs[i]);
+        err = vif_plan_apply(v, true);
         made++;
+    }
+    bool pruned = true;
+    if (!err) {
+        /* Leftover rules match no port of ours: not worth failing the
+         * convergence for (ovs-vswitchd may be catching up with a new
+         * bridge), but worth a few more tries. */
+        struct xa_error *perr = prune_rules(&d);
+        bool failed = perr != NULL;
+        if (perr) {
+            xa_log_debug(LOG_MODULE, "rules not pruned: %s",
+                         perr->n_params ? perr->params[0] : perr->code);
+            xa_error_free(perr);
+        }
+        pthread_mutex_lock(&watch_lock);
+        prune_failures = failed ? prune_failures + 1 : 0;
+        pruned = prune_failures == 0 || prune_failures >= 10;
+        pthread_mutex_unlock(&watch_lock);
     }
     if (!err) {
         xa_log_info(LOG_MODULE,
@@ -923,7 +1175,7 @@ xa_net_converge(void)
                     "made)",
                     d.n_plans, d.n_vifs, removed, made);
         pthread_mutex_lock(&watch_lock);
-        synced_epoch = epoch;
+        synced_epoch = pruned ? epoch : 0; /* 0: again in a second */
         pthread_mutex_unlock(&watch_lock);
     }
     for (size_t i = 0; i < d.n_plans; i++) {
@@ -942,6 +1194,63 @@ xa_net_converge(void)
     return backend_error(err, "converge");
 }
 
+/* Removes the ports of VIFs that are no longer live although nobody said
+ * so (a path that changed a VM's state without xa_net_vm_sync(), e.g.
+ * VM.power_state_reset of a VM whose domain vanished).  A port is plugged
+ * before its VM is recorded as running, so a VIF counts as dead only when
+ * its VM has no operation in progress, and two sweeps in a row found it
+ * so. */
+static void
+sweep_dead(void)
+{
+    struct strv mine = {0}, vms = {0}, dead = {0};
+    pthread_mutex_lock(&plugged_lock);
+    XA_HMAP_FOR_EACH (s, &plugged_map) {
+        const struct plugged *g = s->val;
+        strv_push(&mine, xa_strdup(s->key));
+        strv_push(&vms, xa_strdup(g->vm));
+    }
+    pthread_mutex_unlock(&plugged_lock);
+    if (mine.n == 0) {
+        return;
+    }
+    bool *live = xa_malloc(mine.n * sizeof *live);
+    struct xa_txn *t = xa_db_begin_read();
+    for (size_t i = 0; i < mine.n; i++) {
+        const struct xa_value *ops = xa_db_peek_field(
+            t, &xa_cls_VM, vms.v[i], XA_F(xa_cls_VM, "current_operations"));
+        bool busy = ops && ops->u.st.n > 0;
+        live[i] = busy || vif_is_live(t, mine.v[i], vms.v[i]);
+    }
+    xa_db_end(t);
+    pthread_mutex_lock(&plugged_lock);
+    for (size_t i = 0; i < mine.n; i++) {
+        struct plugged *g = xa_hmap_get(&plugged_map, mine.v[i]);
+        if (!g) {
+            continue;
+        }
+        g->dead_seen = live[i] ? 0 : g->dead_seen + 1;
+        if (g->dead_seen >= 2) {
+            strv_push(&dead, xa_strdup(mine.v[i]));
+        }
+    }
+    pthread_mutex_unlock(&plugged_lock);
+    for (size_t i = 0; i < dead.n; i++) {
+        xa_log_info(LOG_MODULE, "VIF %s is no longer live: port removed",
+                    dead.v[i]);
+        struct xa_error *err = xa_net_unplug_vif(dead.v[i]);
+        if (err) {
+            xa_log_warn(LOG_MODULE, "VIF %s: %s", dead.v[i],
+                        err->n_params ? err->params[0] : err->code);
+            xa_error_free(err);
+        }
+    }
+    free(live);
+    strv_free(&mine);
+    strv_free(&vms);
+    strv_free(&dead);
+}
+
 /* Converges at start and again whenever the backend may have lost state
  * or a convergence failed (OVS down): retried every second. */
 static void *
@@ -955,6 +1264,9 @@ watch_main(void *arg)
         struct xa_error *err = drv->ping();
         if (!err && (have == 0 || drv->epoch() != have)) {
             err = xa_net_converge();
+        }
+        if (!err) {
+            sweep_dead();
         }
         if (err) {
             xa_log_debug(LOG_MODULE, "not converged: %s",
@@ -1040,6 +1352,7 @@ xa_net_shutdown(void)
         pthread_join(watcher, NULL);
         watch_running = false;
     }
+    xa_dhcp_shutdown(); /* before netlink goes */
     if (drv) {
         drv->fini();
         drv = NULL;

@@ -49,6 +49,10 @@ struct xa_error *xa_net_plug_vif(const char *vif_ref,
 /* Removes the VIF's port, wherever it is.  Unplugging a VIF that has no
  * port is not an error. */
 struct xa_error *xa_net_unplug_vif(const char *vif_ref) XA_WARN_UNUSED;
+/* Brings the locking rules of the VIF's port up to date with its
+ * locking_mode and allowed addresses (changed on a running VIF).  A VIF
+ * with no port here: nothing to do. */
+struct xa_error *xa_net_refresh_vif(const char *vif_ref) XA_WARN_UNUSED;
 
 /* --- for the core (main.c, the API layer) ----------------------------- */
 

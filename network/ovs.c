@@ -17,20 +17,41 @@
 
 #include "log.h"
 #include "network/net-driver.h"
+#include "network/openflow.h"
 #include "network/ovsdb.h"
 #include "util.h"
 
 #define DEFAULT_REMOTE "unix:/var/run/openvswitch/db.sock"
+#define DEFAULT_RUNDIR "/var/run/openvswitch"
 #define TIMEOUT        5.0 /* seconds, per request */
+#define OFPORT_WAIT_MS 3000
 
 static struct xa_ovsdb *db;
 static char *datapath_type; /* "" leaves OVS's default */
+/* Where ovs-vswitchd puts the bridges' management sockets: next to the
+ * database socket (OVS keeps both in its rundir). */
+static char *rundir;
+
+static char *
+rundir_of(const char *remote)
+{
+    if (!remote || !xa_str_has_prefix(remote, "unix:")) {
+        return xa_strdup(DEFAULT_RUNDIR);
+    }
+    const char *path = remote + 5;
+    const char *slash = strrchr(path, '/');
+    if (!slash) {
+        return xa_strdup(".");
+    }
+    return xa_strndup(path, (size_t)(slash - path));
+}
 
 static struct xa_error *
 ovs_init(const char *remote, const char *datapath)
 {
     db = xa_ovsdb_new(remote && *remote ? remote : DEFAULT_REMOTE, TIMEOUT);
     datapath_type = xa_strdup(datapath ? datapath : "");
+    rundir = rundir_of(remote && *remote ? remote : DEFAULT_REMOTE);
     struct xa_error *err = xa_ovsdb_ping(db);
     if (err) {
         /* Not fatal: xapid serves everything else and reconnects later. */
@@ -47,6 +68,9 @@ ovs_fini(void)
     db = NULL;
     free(datapath_type);
     datapath_type = NULL;
+    free(rundir);
+    rundir = NULL;
+    xa_of_shutdown();
 }
 
 static struct xa_error *
@@ -360,6 +384,9 @@ ovs_put_port(const struct xa_net_port *p)
         if (f->mac && *f->mac) {
             json_object_object_add(row, "mac", json_object_new_string(f->mac));
         }
+        if (f->options) {
+            json_object_object_add(row, "options", xa_ovsdb_map(f->options));
+        }
         json_object *op = op_new("insert", "Interface", NULL);
         json_object_object_add(op, "row", row);
         json_object_object_add(op, "uuid-name", json_object_new_string(nm));
@@ -471,6 +498,102 @@ ovs_list_owned(struct xa_net_owned *out)
     return NULL;
 }
 
+/* The OpenFlow port number ovs-vswitchd gave interface 'name', waiting a
+ * little for it to be assigned (the port may have just been added). */
+static struct xa_error *
+ofport_of(const char *name, uint32_t *ofport)
+{
+    json_object *ops = json_object_new_array();
+    json_object *wait =
+        op_new("wait", "Interface", xa_ovsdb_where_eq("name", name));
+    json_object *wcols = json_object_new_array();
+    json_object_array_add(wcols, json_object_new_string("ofport"));
+    json_object_object_add(wait, "columns", wcols);
+    /* Until the column is no longer the empty set. */
+    json_object *unset = json_object_new_array();
+    json_object_array_add(unset, json_object_new_string("set"));
+    json_object_array_add(unset, json_object_new_array());
+    json_object *wrow = json_object_new_object();
+    json_object_object_add(wrow, "ofport", unset);
+    json_object *wrows = json_object_new_array();
+    json_object_array_add(wrows, wrow);
+    json_object_object_add(wait, "until", json_object_new_string("!="));
+    json_object_object_add(wait, "rows", wrows);
+    json_object_object_add(wait, "timeout",
+                           json_object_new_int(OFPORT_WAIT_MS));
+    json_object_array_add(ops, wait);
+    static const char *const cols[] = {"ofport", NULL};
+    json_object_array_add(
+        ops, op_select("Interface", xa_ovsdb_where_eq("name", name), cols));
+    json_object *res = NULL;
+    struct xa_error *err = xa_ovsdb_transact(db, ops, &res);
+    if (err) {
+        return err;
+    }
+    json_object *rows = rows_of(res, 1), *v = NULL;
+    int64_t n = -1;
+    if (rows && json_object_array_length(rows) > 0 &&
+        json_object_object_get_ex(json_object_array_get_idx(rows, 0), "ofport",
+                                  &v) &&
+        json_object_is_type(v, json_type_int)) {
+        n = json_object_get_int64(v);
+    }
+    json_object_put(res);
+    if (n <= 0 || n >= 0xff00) {
+        return xa_error_internal("Open vSwitch gave interface %s no "
+                                 "OpenFlow port",
+                                 name);
+    }
+    *ofport = (uint32_t)n;
+    return NULL;
+}
+
+static char *
+mgmt_socket(const char *bridge)
+{
+    return xa_asprintf("%s/%s.mgmt", rundir, bridge);
+}
+
+static struct xa_error *
+ovs_set_rules(const struct xa_net_rules *r)
+{
+    uint32_t ofport = 0;
+    bool any =
+        strcmp(r->mode, "locked") == 0 || strcmp(r->mode, "disabled") == 0;
+    struct xa_error *err = any ? ofport_of(r->port, &ofport) : NULL;
+    struct xa_of_flow *flows = NULL;
+    size_t n = 0;
+    if (!err) {
+        err = xa_of_vif_flows(r->mode, ofport, r->mac, r->ipv4, r->ipv6, &flows,
+                              &n);
+    }
+    if (!err) {
+        char *sock = mgmt_socket(r->bridge);
+        err = xa_of_replace(sock, xa_of_cookie(r->vif_uuid), flows, n);
+        free(sock);
+    }
+    free(flows);
+    return err;
+}
+
+static struct xa_error *
+ovs_prune_rules(const char *bridge, const char *const *keep)
+{
+    size_t n = 0;
+    while (keep && keep[n]) {
+        n++;
+    }
+    uint64_t *cookies = xa_malloc((n + 1) * sizeof *cookies);
+    for (size_t i = 0; i < n; i++) {
+        cookies[i] = xa_of_cookie(keep[i]);
+    }
+    char *sock = mgmt_socket(bridge);
+    struct xa_error *err = xa_of_prune(sock, cookies, n);
+    free(sock);
+    free(cookies);
+    return err;
+}
+
 const struct xa_net_driver xa_net_ovs_driver = {
     .name = "ovs",
     .init = ovs_init,
@@ -482,4 +605,6 @@ const struct xa_net_driver xa_net_ovs_driver = {
     .put_port = ovs_put_port,
     .remove_port = ovs_remove_port,
     .list_owned = ovs_list_owned,
+    .set_rules = ovs_set_rules,
+    .prune_rules = ovs_prune_rules,
 };

@@ -10,7 +10,7 @@
 #include "error.h"
 
 extern const struct xa_class_desc xa_cls_PIF, xa_cls_PIF_metrics, xa_cls_VLAN,
-    xa_cls_Bond;
+    xa_cls_Bond, xa_cls_tunnel;
 
 /* Whether some network already has bridge 'bridge'. */
 bool xa_net_bridge_taken(struct xa_txn *t, const char *bridge);

@@ -16,12 +16,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "api/net-api.h"
 #include "api/vm.h"
 #include "log.h"
+#include "network/dhcp.h"
 #include "network/net.h"
 #include "network/netlink.h"
 #include "self.h"
@@ -404,39 +404,40 @@ valid_ip(const char *ip)
     return inet_pton(AF_INET, ip, &a) == 1;
 }
 
-/* Starts a DHCP client for 'dev' in the interfaces' namespace; it
- * detaches itself (-nw) and keeps the lease up to date. */
-static struct xa_error *
-start_dhcp(const char *dev)
+/* A DHCP lease applied to the PIF's device: its fields report it, as
+ * xapi's do.  False while the PIF is not (yet) recorded as DHCP. */
+static bool
+record_lease(const char *pif, const struct xa_dhcp_lease *l)
 {
-    const char *client = NULL;
-    static const char *const candidates[] = {"/sbin/dhclient",
-                                             "/usr/sbin/dhclient"};
-    for (size_t i = 0; i < XA_ARRAY_SIZE(candidates); i++) {
-        if (access(candidates[i], X_OK) == 0) {
-            client = candidates[i];
-        }
+    struct xa_txn *t = xa_db_begin_write();
+    struct xa_error *err = NULL;
+    bool dhcp = xa_db_exists(t, &xa_cls_PIF, pif) &&
+                strcmp(xa_api_str(t, &xa_cls_PIF, pif,
+                                  XA_F(xa_cls_PIF, "ip_configuration_mode")),
+                       "DHCP") == 0;
+    if (dhcp) {
+        err = xa_api_set(t, &xa_cls_PIF, pif, XA_F(xa_cls_PIF, "IP"),
+                         xa_string(l->ip));
     }
-    if (!client) {
-        return xa_error_internal("no DHCP client: dhclient is not installed");
+    if (dhcp && !err) {
+        err = xa_api_set(t, &xa_cls_PIF, pif, XA_F(xa_cls_PIF, "netmask"),
+                         xa_string(l->netmask));
     }
-    pid_t pid = fork();
-    if (pid == 0) {
-        const char *ns = xa_nl_netns();
-        if (ns) {
-            execl("/usr/bin/nsenter", "nsenter", "--net", ns, client, "-nw",
-                  dev, (char *)NULL);
-        } else {
-            execl(client, "dhclient", "-nw", dev, (char *)NULL);
-        }
-        _exit(127);
+    if (dhcp && !err) {
+        err = xa_api_set(t, &xa_cls_PIF, pif, XA_F(xa_cls_PIF, "gateway"),
+                         xa_string(l->gateway));
     }
-    int st = 0;
-    if (pid < 0 || waitpid(pid, &st, 0) < 0 || !WIFEXITED(st) ||
-        WEXITSTATUS(st) != 0) {
-        return xa_error_internal("dhclient for %s failed", dev);
+    if (dhcp && !err) {
+        err = xa_api_set(t, &xa_cls_PIF, pif, XA_F(xa_cls_PIF, "DNS"),
+                         xa_string(l->dns));
     }
-    return NULL;
+    err = xa_api_finish(t, err);
+    if (err) {
+        xa_log_warn("net", "PIF %s: lease not recorded: %s", pif, err->code);
+        xa_error_free(err);
+        return false;
+    }
+    return dhcp;
 }
 
 struct xa_error *
@@ -475,6 +476,9 @@ xa_impl_PIF_reconfigure_ip(struct xa_call *call, const char *self,
         err = xa_net_ensure_bridge(netref, &dev);
     }
     free(netref);
+    /* Whatever the new mode, the old DHCP client (if any) goes first, so
+     * it cannot put its lease back. */
+    xa_dhcp_stop(self);
     if (!err) {
         err = xa_nl_wait_link(dev, 5.0);
     }
@@ -489,7 +493,7 @@ xa_impl_PIF_reconfigure_ip(struct xa_call *call, const char *self,
     } else if (!err && strcmp(mode, "DHCP") == 0) {
         err = xa_nl_link_up(dev);
         if (!err) {
-            err = start_dhcp(dev);
+            err = xa_dhcp_start(self, dev, record_lease);
         }
     }
     if (err) {

@@ -4,6 +4,7 @@
  * made from the VM's other_config:mac_seed and the device number, so the
  * same VM gets the same MACs every time (and its clones, which get a new
  * seed, get new ones).  Plug and unplug hot-plug on running VMs. */
+#include <arpa/inet.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -297,6 +298,171 @@ struct xa_error *
 xa_impl_VIF_unplug_force(struct xa_call *call, const char *self)
 {
     return vif_plug_unplug(call, self, false);
+}
+
+/* --- locking (xapi's change_locking_config) --------------------------- */
+
+/* Writes one locking field of 'vif' ('v' taken), then brings the rules of
+ * its port, when it has one, up to date. */
+static struct xa_error *
+lock_set(const char *vif, int field, struct xa_value *v)
+{
+    struct xa_txn *t = xa_db_begin_write();
+    struct xa_error *err = NULL;
+    if (!xa_db_exists(t, &xa_cls_VIF, vif)) {
+        xa_value_unref(v);
+        err = xa_error_handle_invalid("VIF", vif);
+    } else {
+        err = xa_api_set(t, &xa_cls_VIF, vif, field, v);
+    }
+    err = xa_api_finish(t, err);
+    if (!err) {
+        err = xa_net_refresh_vif(vif);
+    }
+    return err;
+}
+
+/* INVALID_VALUE [field, addr] unless 'addr' is an address of 'family'. */
+static struct xa_error *
+check_ip(int family, const char *field, const char *addr)
+{
+    unsigned char buf[16];
+    if (inet_pton(family, addr, buf) != 1) {
+        return xa_error_new("INVALID_VALUE", 2, field, addr);
+    }
+    return NULL;
+}
+
+static bool
+set_has(const struct xa_value *set, const char *s)
+{
+    for (size_t i = 0; set && i < set->u.arr.n; i++) {
+        if (strcmp(set->u.arr.items[i]->u.str.s, s) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The allowed-address list 'field' of 'vif' after 'op' ('+' adds 'addr',
+ * '-' removes it); NULL when the VIF does not exist. */
+static struct xa_value *
+allowed_edit(const char *vif, int field, char op, const char *addr)
+{
+    struct xa_txn *t = xa_db_begin_read();
+    struct xa_value *cur = xa_db_exists(t, &xa_cls_VIF, vif)
+                               ? xa_db_get_field(t, &xa_cls_VIF, vif, field)
+                               : NULL;
+    xa_db_end(t);
+    if (!cur) {
+        return NULL;
+    }
+    struct xa_value *out = xa_array();
+    for (size_t i = 0; i < cur->u.arr.n; i++) {
+        const char *s = cur->u.arr.items[i]->u.str.s;
+        if (op != '-' || strcmp(s, addr) != 0) {
+            xa_array_append(out, xa_string(s));
+        }
+    }
+    if (op == '+' && !set_has(cur, addr)) {
+        xa_array_append(out, xa_string(addr));
+    }
+    xa_value_unref(cur);
+    return out;
+}
+
+static struct xa_error *
+allowed_set(const char *vif, int family, const char *name,
+            const struct xa_value *value)
+{
+    struct xa_value *set = xa_array();
+    struct xa_error *err = NULL;
+    for (size_t i = 0; i < value->u.arr.n && !err; i++) {
+        const char *s = value->u.arr.items[i]->u.str.s;
+        err = check_ip(family, name, s);
+        if (!err && !set_has(set, s)) {
+            xa_array_append(set, xa_string(s));
+        }
+    }
+    if (err) {
+        xa_value_unref(set);
+        return err;
+    }
+    return lock_set(vif, xa_schema_field_index(&xa_cls_VIF, name), set);
+}
+
+static struct xa_error *
+allowed_change(const char *vif, int family, const char *name, char op,
+               const char *addr)
+{
+    if (op == '+') {
+        struct xa_error *err = check_ip(family, name, addr);
+        if (err) {
+            return err;
+        }
+    }
+    int field = xa_schema_field_index(&xa_cls_VIF, name);
+    struct xa_value *set = allowed_edit(vif, field, op, addr);
+    if (!set) {
+        return xa_error_handle_invalid("VIF", vif);
+    }
+    return lock_set(vif, field, set);
+}
+
+struct xa_error *
+xa_impl_VIF_set_locking_mode(struct xa_call *call, const char *self,
+                             const char *value)
+{
+    XA_UNUSED(call);
+    return lock_set(self, XA_F(xa_cls_VIF, "locking_mode"), xa_string(value));
+}
+
+struct xa_error *
+xa_impl_VIF_set_ipv4_allowed(struct xa_call *call, const char *self,
+                             const struct xa_value *value)
+{
+    XA_UNUSED(call);
+    return allowed_set(self, AF_INET, "ipv4_allowed", value);
+}
+
+struct xa_error *
+xa_impl_VIF_add_ipv4_allowed(struct xa_call *call, const char *self,
+                             const char *value)
+{
+    XA_UNUSED(call);
+    return allowed_change(self, AF_INET, "ipv4_allowed", '+', value);
+}
+
+struct xa_error *
+xa_impl_VIF_remove_ipv4_allowed(struct xa_call *call, const char *self,
+                                const char *value)
+{
+    XA_UNUSED(call);
+    return allowed_change(self, AF_INET, "ipv4_allowed", '-', value);
+}
+
+struct xa_error *
+xa_impl_VIF_set_ipv6_allowed(struct xa_call *call, const char *self,
+                             const struct xa_value *value)
+{
+    XA_UNUSED(call);
+    return allowed_set(self, AF_INET6, "ipv6_allowed", value);
+}
+
+struct xa_error *
+xa_impl_VIF_add_ipv6_allowed(struct xa_call *call, const char *self,
+                             const char *value)
+{
+    XA_UNUSED(call);
+    return allowed_change(self, AF_INET6, "ipv6_allowed", '+', value);
+}
+
+struct xa_error *
+xa_impl_VIF_remove_ipv6_allowed(struct xa_call *call, const char *self,
+                                const char *value)
+{
+    XA_UNUSED(call);
+    return allowed_change(self, AF_INET6, "ipv6_allowed", '-', value);
 }
 
 void

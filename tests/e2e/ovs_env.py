@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -36,6 +37,17 @@ def missing():
     return None
 
 
+# Turns transmit checksum offload off on argv[1] (ethtool -K DEV tx off,
+# without needing ethtool): SIOCETHTOOL with ETHTOOL_STXCSUM.
+_TX_CSUM_OFF = """
+import ctypes, fcntl, socket, struct, sys
+val = ctypes.create_string_buffer(struct.pack("II", 0x17, 0))
+ifr = struct.pack("16sP", sys.argv[1].encode(), ctypes.addressof(val))
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+fcntl.ioctl(sock.fileno(), 0x8946, ifr + bytes(16))
+"""
+
+
 def _run(*cmd, check=True, timeout=20):
     return subprocess.run(cmd, check=check, capture_output=True, text=True,
                           timeout=timeout)
@@ -50,6 +62,7 @@ class OvsEnv:
         self.nics = ["xt%d" % i for i in range(nics)]
         self.ovsdb = None
         self.vswitchd = None
+        self.helpers = []  # other processes to end in close()
 
     # -- life cycle
 
@@ -62,12 +75,17 @@ class OvsEnv:
             _run("ip", "-n", self.ns, "link", "set", n + "p", "up")
         self.start_ovsdb(fresh=True)
         log = open(os.path.join(self.dir, "vswitchd.log"), "ab")
+        # Its rundir (the bridges' OpenFlow management sockets) is the
+        # temp dir, next to db.sock, where xapid looks for them; the
+        # default (/var/run/openvswitch) would be shared by every switch
+        # on the machine.
+        env = dict(os.environ, OVS_RUNDIR=self.dir)
         self.vswitchd = subprocess.Popen(
             ["ip", "netns", "exec", self.ns, _which("ovs-vswitchd"),
              "unix:" + self.sock,
              "--unixctl=" + os.path.join(self.dir, "vswitchd.ctl"),
              "--pidfile=" + os.path.join(self.dir, "vswitchd.pid")],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
         log.close()
         return self
 
@@ -99,8 +117,43 @@ class OvsEnv:
             self.ovsdb.wait(10)
             self.ovsdb = None
 
+    def start_dhcp_server(self, nic, server_ip, first, last, prefix=24):
+        """dnsmasq serving DHCP (no DNS) on the peer end of NIC's veth,
+        which gets SERVER_IP, handing out FIRST..LAST with SERVER_IP as the
+        router.  None (after skipping is decided by the caller) when
+        dnsmasq is not installed."""
+        dnsmasq = _which("dnsmasq")
+        if not dnsmasq:
+            return None
+        peer = nic + "p"
+        _run("ip", "-n", self.ns, "addr", "add",
+             "%s/%d" % (server_ip, prefix), "dev", peer)
+        # A veth leaves UDP checksums to "hardware"; ovs-vswitchd's
+        # userspace datapath forwards such frames as they are, so the
+        # client would drop every reply: have the kernel checksum them.
+        _run("ip", "netns", "exec", self.ns, sys.executable, "-c",
+             _TX_CSUM_OFF, peer)
+        mask = ".".join(str((0xffffffff << (32 - prefix) >> (24 - 8 * i))
+                            & 0xff) for i in range(4))
+        log = open(os.path.join(self.dir, "dnsmasq-%s.log" % peer), "ab")
+        p = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, dnsmasq, "--keep-in-foreground",
+             "--conf-file=/dev/null", "--port=0", "--user=root",
+             "--interface=" + peer, "--bind-interfaces", "--log-dhcp",
+             "--log-facility=-",
+             "--dhcp-range=%s,%s,%s,1h" % (first, last, mask),
+             "--dhcp-option=3," + server_ip,
+             "--dhcp-option=6," + server_ip,
+             "--dhcp-leasefile=" + os.path.join(self.dir,
+                                                "dnsmasq-%s.leases" % peer),
+             "--pid-file=" + os.path.join(self.dir, "dnsmasq-%s.pid" % peer)],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+        self.helpers.append(p)
+        return p
+
     def close(self):
-        for p in (self.vswitchd, self.ovsdb):
+        for p in self.helpers + [self.vswitchd, self.ovsdb]:
             if p is not None and p.poll() is None:
                 p.terminate()
                 try:
@@ -154,6 +207,17 @@ class OvsEnv:
         if not doc["data"]:
             return None
         return {k: v for k, v in doc["data"][0][0][1]}
+
+    def ofctl(self, cmd, bridge, *args):
+        """ovs-ofctl CMD on BRIDGE's management socket (OpenFlow 1.3)."""
+        sock = "unix:" + os.path.join(self.dir, bridge + ".mgmt")
+        return _run("ovs-ofctl", "-O", "OpenFlow13", cmd, sock,
+                    *args).stdout
+
+    def appctl(self, *args):
+        """ovs-appctl to this ovs-vswitchd (e.g. ofproto/trace)."""
+        return _run("ovs-appctl", "-t",
+                    os.path.join(self.dir, "vswitchd.ctl"), *args).stdout
 
     def ns_ip(self, *args):
         return _run("ip", "-n", self.ns, *args).stdout

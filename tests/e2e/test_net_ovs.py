@@ -8,6 +8,8 @@ naming what is missing, when Open vSwitch or namespaces are unavailable.
 The tests of this module share one switch and one xapid and run in order.
 """
 
+import os
+import subprocess
 import time
 
 import pytest
@@ -137,6 +139,40 @@ def test_reconfigure_ip_static_and_none(ovs, s):
     assert s.PIF.get_ip_configuration_mode(pif) == "None"
 
 
+def test_reconfigure_ip_dhcp(ovs, s, server):
+    if not ovs_env._which("dhclient"):
+        pytest.skip("dhclient is not installed (isc-dhcp-client)")
+    if ovs.start_dhcp_server("xt0", "10.78.0.1", "10.78.0.50",
+                             "10.78.0.60") is None:
+        pytest.skip("dnsmasq is not installed")
+    pif = pif_of(s, "xt0")
+    s.PIF.reconfigure_ip(pif, "DHCP", "", "", "", "")
+    assert s.PIF.get_ip_configuration_mode(pif) == "DHCP"
+    ip = ovs.wait_for(lambda: s.PIF.get_IP(pif), timeout=30,
+                      what="a lease in PIF.IP")
+    r = s.PIF.get_record(pif)
+    assert ip.startswith("10.78.0.")
+    assert 50 <= int(ip.rsplit(".", 1)[1]) <= 60
+    assert (r["netmask"], r["gateway"], r["DNS"]) == \
+        ("255.255.255.0", "10.78.0.1", "10.78.0.1")
+    # On the bridge, with the default route through the router.
+    assert "%s/24" % ip in ovs.ns_ip("-4", "addr", "show", "xenbr0")
+    assert "default via 10.78.0.1 dev xenbr0" in ovs.ns_ip("-4", "route")
+    # dhclient is xapid's child, its files under the state dir.
+    dhcp_dir = os.path.join(server.state_dir, "dhcp")
+    with open(os.path.join(dhcp_dir, "xenbr0.pid")) as f:
+        pid = int(f.read())
+    with open("/proc/%d/stat" % pid) as f:
+        assert int(f.read().rsplit(")", 1)[1].split()[1]) == server.pid
+    assert os.path.getsize(os.path.join(dhcp_dir, "xenbr0.leases")) > 0
+    # Another mode stops the client and takes the address away.
+    s.PIF.reconfigure_ip(pif, "None", "", "", "", "")
+    assert not os.path.exists("/proc/%d" % pid) or \
+        open("/proc/%d/stat" % pid).read().split()[2] == "Z"
+    assert "10.78.0." not in ovs.ns_ip("-4", "addr", "show", "xenbr0")
+    assert s.PIF.get_IP(pif) == ""
+
+
 # ---- VIF ports -----------------------------------------------------------
 
 
@@ -169,21 +205,116 @@ def test_vm_start_and_stop_plug_and_unplug_ports(ovs, s):
     assert port not in ovs.all_ports()
 
 
-def test_vif_mtu_and_locking_mode(ovs, s):
+def test_vif_mtu(ovs, s):
     net = new_network(s, "jumbo", mtu=9000)
     vm, (vif,) = new_vm(s, "vm-mtu", [net])
     s.VM.start(vm, False, False)
     port = vif_port(s, vm, vif)
     assert ovs.get("Interface", port, "mtu_request") == "9000"
-    assert ovs.ext_ids("Interface", port)["xs-locking-mode"] == "unlocked"
-    # A network whose default is "disabled" cuts its VIFs off.
-    s.network.set_default_locking_mode(net, "disabled")
-    ovs.wait_for(lambda: ovs.get("Port", port, "tag") == "4095",
-                 what="port isolated")
-    s.network.set_default_locking_mode(net, "unlocked")
-    ovs.wait_for(lambda: ovs.get("Port", port, "tag") == "[]",
-                 what="port back")
     s.VM.hard_shutdown(vm)
+
+
+# ---- locking mode: OpenFlow rules, checked with ovs-ofctl and traced -------
+
+
+def vif_cookie(s, vif):
+    """The cookie xapid tags a VIF's rules with: "XA" and 48 bits of the
+    VIF's uuid."""
+    return "0x5841" + s.VIF.get_uuid(vif).replace("-", "")[:12]
+
+
+def vif_flows(ovs, bridge, cookie):
+    out = ovs.ofctl("dump-flows", bridge, "cookie=%s/-1" % cookie)
+    return [line for line in out.splitlines() if "cookie=" in line]
+
+
+def traced(ovs, bridge, port, pkt):
+    """'drop' or 'forward': what the switch does with a frame from the
+    VIF's port."""
+    try:
+        out = ovs.appctl("ofproto/trace", bridge,
+                         "in_port=%s,%s" % (port, pkt))
+    except subprocess.CalledProcessError as e:
+        raise AssertionError(e.stderr + e.stdout)
+    acts = [line for line in out.splitlines()
+            if line.startswith("Datapath actions:")]
+    assert acts, out
+    return "drop" if acts[-1].split(":", 1)[1].strip() == "drop" \
+        else "forward"
+
+
+def test_vif_locking_rules(ovs, s):
+    net = new_network(s, "locked net")
+    bridge = s.network.get_bridge(net)
+    vm, (vif, other) = new_vm(s, "vm-locked", [net, net])
+    mac = s.VIF.get_MAC(vif)
+    s.VIF.set_locking_mode(other, "unlocked")
+    for bad, call in (("10.0.0.300", s.VIF.set_ipv4_allowed),
+                      ("fd00::1", s.VIF.set_ipv4_allowed),
+                      ("10.0.0.1", s.VIF.set_ipv6_allowed)):
+        e = expect_error(call, vif, [bad])
+        assert e.code == "INVALID_VALUE" and e.params[1] == bad, e
+    e = expect_error(s.VIF.add_ipv6_allowed, vif, "nonsense")
+    assert e.code == "INVALID_VALUE"
+    s.VIF.set_ipv4_allowed(vif, ["10.9.0.5", "10.9.0.5"])
+    assert s.VIF.get_ipv4_allowed(vif) == ["10.9.0.5"]
+    s.VIF.add_ipv6_allowed(vif, "fd00::5")
+    s.VIF.set_locking_mode(vif, "locked")
+    s.VM.start(vm, False, False)
+    port = vif_port(s, vm, vif)
+    cookie = vif_cookie(s, vif)
+    flows = vif_flows(ovs, bridge, cookie)
+    ofport = ovs.get("Interface", port, "ofport")
+    assert all("in_port=%s" % ofport in f for f in flows), flows
+    assert any("priority=4000" in f and "actions=drop" in f for f in flows)
+    assert any("nw_src=10.9.0.5" in f and "NORMAL" in f for f in flows)
+    assert vif_flows(ovs, bridge, vif_cookie(s, other)) == []
+
+    ip = "dl_src=%s,dl_dst=02:00:00:00:00:01,ip,nw_dst=10.9.0.1," % mac
+    assert traced(ovs, bridge, port, ip + "nw_src=10.9.0.5") == "forward"
+    assert traced(ovs, bridge, port, ip + "nw_src=10.9.0.99") == "drop"
+    spoof = "dl_src=02:00:00:00:00:99,dl_dst=02:00:00:00:00:01,ip,"
+    assert traced(ovs, bridge, port, spoof + "nw_src=10.9.0.5") == "drop"
+    arp = "dl_src=%s,arp,arp_sha=%s," % (mac, mac)
+    assert traced(ovs, bridge, port, arp + "arp_spa=10.9.0.5") == "forward"
+    assert traced(ovs, bridge, port, arp + "arp_spa=10.9.0.7") == "drop"
+    dhcp = ("udp,dl_src=%s,nw_src=0.0.0.0,nw_dst=255.255.255.255,"
+            "udp_src=68,udp_dst=67" % mac)
+    assert traced(ovs, bridge, port, dhcp) == "forward"
+    v6 = "dl_src=%s,tcp6,ipv6_dst=fd00::1,ipv6_src=" % mac
+    assert traced(ovs, bridge, port, v6 + "fd00::5") == "forward"
+    assert traced(ovs, bridge, port, v6 + "fd00::6") == "drop"
+    # The other VIF of the VM is unlocked: anything goes.
+    oport = vif_port(s, vm, other)
+    assert traced(ovs, bridge, oport, spoof + "nw_src=1.2.3.4") == "forward"
+
+    # Changes on the running VIF replace its rules.
+    s.VIF.add_ipv4_allowed(vif, "10.9.0.6")
+    assert traced(ovs, bridge, port, ip + "nw_src=10.9.0.6") == "forward"
+    s.VIF.remove_ipv4_allowed(vif, "10.9.0.5")
+    assert traced(ovs, bridge, port, ip + "nw_src=10.9.0.5") == "drop"
+    s.VIF.set_locking_mode(vif, "disabled")
+    assert traced(ovs, bridge, port, ip + "nw_src=10.9.0.6") == "drop"
+    assert len(vif_flows(ovs, bridge, cookie)) == 1
+    s.VIF.set_locking_mode(vif, "unlocked")
+    assert vif_flows(ovs, bridge, cookie) == []
+    assert traced(ovs, bridge, port, spoof + "nw_src=1.2.3.4") == "forward"
+    # network_default follows the network's default_locking_mode.
+    s.VIF.set_locking_mode(vif, "network_default")
+    s.network.set_default_locking_mode(net, "disabled")
+    assert traced(ovs, bridge, port, ip + "nw_src=10.9.0.6") == "drop"
+    assert traced(ovs, bridge, oport, ip + "nw_src=10.9.0.6") == "forward"
+    s.network.set_default_locking_mode(net, "unlocked")
+    assert vif_flows(ovs, bridge, cookie) == []
+    # Unplugging removes the rules.
+    s.VIF.set_locking_mode(vif, "locked")
+    assert vif_flows(ovs, bridge, cookie) != []
+    s.VIF.unplug(vif)
+    assert vif_flows(ovs, bridge, cookie) == []
+    s.VIF.plug(vif)
+    assert vif_flows(ovs, bridge, cookie) != []
+    s.VM.hard_shutdown(vm)
+    assert vif_flows(ovs, bridge, cookie) == []
 
 
 # ---- networks ------------------------------------------------------------
@@ -301,16 +432,74 @@ def test_bond_modes(ovs, s, mode, ovs_mode):
     assert dev not in ovs.all_ports()
 
 
+# ---- tunnels --------------------------------------------------------------
+
+
+def test_tunnels(ovs, s):
+    pif = pif_of(s, "xt0")
+    net = new_network(s, "over gre")
+    e = expect_error(s.tunnel.create, pif, net, "gre")
+    assert e.details == ["TRANSPORT_PIF_NOT_CONFIGURED", pif]
+    s.PIF.reconfigure_ip(pif, "Static", "10.79.0.5", "255.255.255.0", "", "")
+    tun = s.tunnel.create(pif, net, "gre")
+    access = s.tunnel.get_access_PIF(tun)
+    assert s.tunnel.get_transport_PIF(tun) == pif
+    assert s.tunnel.get_protocol(tun) == "gre"
+    dev = s.PIF.get_device(access)
+    assert dev == "tunnel0"
+    assert s.PIF.get_network(access) == net
+    assert s.PIF.get_physical(access) is False
+    assert s.PIF.get_tunnel_access_PIF_of(access) == [tun]
+    assert s.PIF.get_tunnel_transport_PIF_of(pif) == [tun]
+    bridge = s.network.get_bridge(net)
+    assert dev in ovs.ports(bridge)
+    assert ovs.get("Interface", dev, "type") == "gre"
+    assert ovs.get("Interface", dev, "options") == \
+        '{key=flow, remote_ip=flow}'
+    e = expect_error(s.tunnel.create, access, new_network(s, "t2"), "gre")
+    assert e.details == ["IS_TUNNEL_ACCESS_PIF", access]
+    e = expect_error(s.tunnel.create, pif, net, "gre")
+    assert e.code == "NETWORK_ALREADY_CONNECTED"
+
+    net2 = new_network(s, "over vxlan")
+    tun2 = s.tunnel.create(pif, net2, "vxlan")
+    dev2 = s.PIF.get_device(s.tunnel.get_access_PIF(tun2))
+    bridge2 = s.network.get_bridge(net2)
+    assert dev2 == "tunnel1" and dev2 in ovs.ports(bridge2)
+    assert ovs.get("Interface", dev2, "type") == "vxlan"
+    # A fixed remote end from other_config, at the next convergence.
+    s.tunnel.set_other_config(tun2, {"remote_ip": "10.79.0.9", "key": "77"})
+    s.network.set_default_locking_mode(net2, "unlocked")  # converges
+    assert ovs.get("Interface", dev2, "options") == \
+        '{key="77", remote_ip="10.79.0.9"}'
+    # VIFs on a tunnel network land on its bridge, beside the tunnel.
+    vm, (vif,) = new_vm(s, "vm-tunnel", [net2])
+    s.VM.start(vm, False, False)
+    assert vif_port(s, vm, vif) in ovs.ports(bridge2)
+    s.VM.hard_shutdown(vm)
+
+    s.tunnel.destroy(tun)
+    s.tunnel.destroy(tun2)
+    ovs.wait_for(lambda: dev not in ovs.all_ports() and
+                 dev2 not in ovs.all_ports(), what="tunnel ports gone")
+    assert access not in s.PIF.get_all()
+    assert s.PIF.get_tunnel_transport_PIF_of(pif) == []
+    s.PIF.reconfigure_ip(pif, "None", "", "", "", "")
+
+
 # ---- restarts ------------------------------------------------------------
 
 
 def test_ovsdb_down_gives_clear_errors_then_converges(ovs, s, server):
     net = new_network(s, "survivor")
     vm, (vif,) = new_vm(s, "vm-survivor", [net])
+    s.VIF.set_locking_mode(vif, "disabled")
     s.VM.start(vm, False, False)
     port = vif_port(s, vm, vif)
     bridge = s.network.get_bridge(net)
     assert port in ovs.ports(bridge)
+    cookie = vif_cookie(s, vif)
+    assert len(vif_flows(ovs, bridge, cookie)) == 1
 
     ovs.stop_ovsdb()
     t0 = time.monotonic()
@@ -332,6 +521,10 @@ def test_ovsdb_down_gives_clear_errors_then_converges(ovs, s, server):
     assert "xt0" in ovs.ports("xenbr0")
     assert ovs.ext_ids("Interface", port)["xs-vif-uuid"] == \
         s.VIF.get_uuid(vif)
+    # The bridge was made anew: its rules too, on the port's new number.
+    ovs.wait_for(lambda: vif_flows(ovs, bridge, cookie), what="rules back")
+    assert "in_port=%s" % ovs.get("Interface", port, "ofport") in \
+        vif_flows(ovs, bridge, cookie)[0]
     s.VIF.unplug(vif)  # and the API works again
     s.VIF.plug(vif)
 
@@ -343,6 +536,8 @@ def test_xapid_restart_converges(ovs, server):
     vif = s.VM.get_VIFs(vm)[0]
     port = vif_port(s, vm, vif)
     bridge = s.network.get_bridge(s.VIF.get_network(vif))
+    cookie = vif_cookie(s, vif)
+    assert vif_flows(ovs, bridge, cookie)
     server.stop_clean()
     # Behind xapid's back: a port it owns goes (the uplink), a stale port
     # of its appears, and a port it does not own is added (must survive).
@@ -359,11 +554,14 @@ def test_xapid_restart_converges(ovs, server):
     assert s.VM.get_power_state(vm) == "Halted"
     ovs.wait_for(lambda: "xt0" in ovs.ports("xenbr0") and
                  "stale0" not in ovs.ports(bridge) and
-                 port not in ovs.all_ports(), timeout=20,
+                 port not in ovs.all_ports() and
+                 not vif_flows(ovs, bridge, cookie), timeout=20,
                  what="convergence after restart")
     assert "foreign0" in ovs.ports(bridge)
     s.VM.start(vm, False, False)
     port = vif_port(s, vm, vif)
     assert port in ovs.ports(bridge)
+    assert len(vif_flows(ovs, bridge, cookie)) == 1
     s.VM.hard_shutdown(vm)
     assert port not in ovs.all_ports()
+    assert not vif_flows(ovs, bridge, cookie)
