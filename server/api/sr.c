@@ -162,11 +162,14 @@ with_plugged(const char *sr,
     struct xa_sr_info s;
     struct xa_error *err = xa_sr_info_plugged(t, sr, &s);
     xa_db_end(t);
-    if (!err) {
-        err = fn(sr, &s);
-        xa_sr_info_free(&s);
+    if (err) {
+        return err;
     }
-    return err;
+    struct xa_error *done = fn(sr, &s);
+    xa_sr_info_free(&s);
+    /* 'done' is fn's own allocation, not a pointer into 's' */
+    // cppcheck-suppress returnDanglingLifetime
+    return done;
 }
 
 struct xa_error *
