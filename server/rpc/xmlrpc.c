@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PUT_LIT(out, lit) xa_buf_append((out), (lit), sizeof(lit) - 1)
+#define PUT_LIT(out, lit) put((out), (lit), sizeof(lit) - 1)
 
 #define UTF8_MSG "Invalid UTF-8 string in parameter"
 
@@ -21,62 +21,56 @@
  * Writer
  * ------------------------------------------------------------------- */
 
+/* xa_buf_append without the call: the writer appends millions of short
+ * pieces for a large get_all_records, and with a constant 'n' the memcpy
+ * becomes a few moves. */
+static inline void
+put(struct xa_buf *out, const char *s, size_t n)
+{
+    if (out->len + n + 1 > out->cap) {
+        xa_buf_reserve(out, n);
+    }
+    if (n) { /* 's' may be NULL when empty */
+        memcpy(out->data + out->len, s, n);
+    }
+    out->len += n;
+    out->data[out->len] = '\0';
+}
+
+/* What put_escaped does with each byte: 0 copy it, 1 drop it (control
+ * characters other than tab, newline and return cannot appear in XML 1.0
+ * at all, not even as references, so xapi drops them), 2 '&', 3 '<',
+ * 4 '>', 5 '"'. */
+static const unsigned char escape_class[256] = {
+    [0x00] = 1, [0x01] = 1, [0x02] = 1, [0x03] = 1, [0x04] = 1, [0x05] = 1,
+    [0x06] = 1, [0x07] = 1, [0x08] = 1, [0x0b] = 1, [0x0c] = 1, [0x0e] = 1,
+    [0x0f] = 1, [0x10] = 1, [0x11] = 1, [0x12] = 1, [0x13] = 1, [0x14] = 1,
+    [0x15] = 1, [0x16] = 1, [0x17] = 1, [0x18] = 1, [0x19] = 1, [0x1a] = 1,
+    [0x1b] = 1, [0x1c] = 1, [0x1d] = 1, [0x1e] = 1, [0x1f] = 1, ['&'] = 2,
+    ['<'] = 3,  ['>'] = 4,  ['"'] = 5,
+};
+
 /* Appends 's' escaped for XML character data.  Runs of ordinary bytes are
  * copied in one go because this is the hot path of get_all_records. */
 static void
 put_escaped(struct xa_buf *out, const char *s, size_t n)
 {
+    static const char *const rep[] = {"",     "",     "&amp;",
+                                      "&lt;", "&gt;", "&quot;"};
+    static const unsigned char rep_len[] = {0, 0, 5, 4, 4, 6};
     size_t run = 0;
-    xa_buf_reserve(out, n);
+
     for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        /* Everything that needs attention is at or below '>'. */
-        if (c > '>') {
+        unsigned k = escape_class[(unsigned char)s[i]];
+        if (k == 0) {
             continue;
         }
-        const char *rep;
-        size_t rep_len;
-        switch (c) {
-        case '&':
-            rep = "&amp;";
-            rep_len = 5;
-            break;
-        case '<':
-            rep = "&lt;";
-            rep_len = 4;
-            break;
-        case '>':
-            rep = "&gt;";
-            rep_len = 4;
-            break;
-        case '"':
-            rep = "&quot;";
-            rep_len = 6;
-            break;
-        case '\t':
-        case '\n':
-        case '\r':
-            continue;
-        default:
-            if (c >= 0x20) {
-                continue;
-            }
-            /* Other control characters cannot appear in XML 1.0 at all,
-             * not even as references, so xapi drops them. */
-            rep = "";
-            rep_len = 0;
-            break;
-        }
-        if (i > run) {
-            xa_buf_append(out, s + run, i - run);
-        }
-        if (rep_len) {
-            xa_buf_append(out, rep, rep_len);
-        }
+        put(out, s + run, i - run);
+        put(out, rep[k], rep_len[k]);
         run = i + 1;
     }
     if (n > run) {
-        xa_buf_append(out, s + run, n - run);
+        put(out, s + run, n - run);
     }
 }
 
@@ -95,7 +89,7 @@ put_int64(struct xa_buf *out, int64_t i)
     if (i < 0) {
         tmp[--pos] = '-';
     }
-    xa_buf_append(out, tmp + pos, sizeof(tmp) - pos);
+    put(out, tmp + pos, sizeof(tmp) - pos);
 }
 
 static void
@@ -114,6 +108,9 @@ put_double(struct xa_buf *out, double d)
     }
     xa_buf_append(out, tmp, (size_t)n);
 }
+
+/* How many members ahead the writer prefetches. */
+#define PREFETCH_AHEAD 4
 
 void
 xa_xmlrpc_write_value(struct xa_buf *out, const struct xa_value *v)
@@ -159,6 +156,9 @@ xa_xmlrpc_write_value(struct xa_buf *out, const struct xa_value *v)
     case XA_ARRAY:
         PUT_LIT(out, "<value><array><data>");
         for (size_t i = 0; i < v->u.arr.n; i++) {
+            if (i + PREFETCH_AHEAD < v->u.arr.n) {
+                __builtin_prefetch(v->u.arr.items[i + PREFETCH_AHEAD]);
+            }
             xa_xmlrpc_write_value(out, v->u.arr.items[i]);
         }
         PUT_LIT(out, "</data></array></value>");
@@ -167,8 +167,18 @@ xa_xmlrpc_write_value(struct xa_buf *out, const struct xa_value *v)
         PUT_LIT(out, "<value><struct>");
         for (size_t i = 0; i < v->u.st.n; i++) {
             const char *key = v->u.st.m[i].key;
+            /* The values of a large reply are spread over the heap: ask
+             * for the next ones early, reading them is most of the time. */
+            if (i + PREFETCH_AHEAD < v->u.st.n) {
+                __builtin_prefetch(v->u.st.m[i + PREFETCH_AHEAD].val);
+            }
             PUT_LIT(out, "<member><name>");
-            put_escaped(out, key, strlen(key));
+            if (v->u.st.m[i].static_key) {
+                /* a schema field name: letters, digits and '_' only */
+                put(out, key, strlen(key));
+            } else {
+                put_escaped(out, key, strlen(key));
+            }
             PUT_LIT(out, "</name>");
             xa_xmlrpc_write_value(out, v->u.st.m[i].val);
             PUT_LIT(out, "</member>");
