@@ -23,6 +23,17 @@ QUALIFIERS = {"RW": "XA_Q_RW", "RO/constructor": "XA_Q_RO_CONSTRUCTOR",
               "RO/runtime": "XA_Q_RO_RUNTIME"}
 
 
+# Explicit messages marked "generic" in a class file: what serves them.
+GENERIC_KINDS = {
+    "get_record": "XA_MSG_GET_RECORD",
+    "get_by_uuid": "XA_MSG_GET_BY_UUID",
+    "get_all": "XA_MSG_GET_ALL",
+    "get_all_records": "XA_MSG_GET_ALL_RECORDS",
+    "get_all_records_where": "XA_MSG_GET_ALL_RECORDS_WHERE",
+    "destroy": "XA_MSG_DESTROY",
+}
+
+
 def fail(msg):
     sys.stderr.write("xagen: %s\n" % msg)
     sys.exit(1)
@@ -136,7 +147,15 @@ class Schema:
                 # "sets": an explicit message that only stores its value
                 # in that field: the generic setter serves it
                 kind, field = "XA_MSG_EXPLICIT", -1
-                if "sets" in m:
+                if m.get("generic"):
+                    # the generic implementation of the same name serves it
+                    # (classes whose rows live in the database)
+                    if m["name"] not in GENERIC_KINDS or not c.get(
+                            "in_db", bool(flags & {"getters", "get_all"})):
+                        fail("%s.%s: no generic implementation" %
+                             (cname, m["name"]))
+                    kind = GENERIC_KINDS[m["name"]]
+                elif "sets" in m:
                     if m["sets"] not in c["field_index"] or \
                             len(params) != 2 or m["result"] != "void":
                         fail("%s.%s: 'sets' needs (ref, value) -> void and "
