@@ -237,9 +237,8 @@ takes_self(const struct xa_message_desc *m)
 static void
 add_message_cmd(const struct xa_message_desc *m)
 {
-    if (m->hidden ||
-        !(m->implicit == XA_MSG_EXPLICIT || m->implicit == XA_MSG_CREATE ||
-          m->implicit == XA_MSG_DESTROY)) {
+    if (m->hidden || !(m->explicit || m->implicit == XA_MSG_CREATE ||
+                       m->implicit == XA_MSG_DESTROY)) {
         return;
     }
     const struct xe_class *xc = xe_class_of(m->cls);
@@ -393,8 +392,8 @@ is_common(const struct xe_cmd *c)
         "vm-",       "host-",    "sr-",  "vdi-",   "vbd-",
         "vif-",      "network-", "pif-", "pool-",  "template-",
         "snapshot-", "task-",    "pbd-", "event-", "help"};
-    if (c->kind == XE_CMD_MESSAGE && c->msg &&
-        c->msg->implicit == XA_MSG_EXPLICIT && strstr(c->name, "-set-")) {
+    if (c->kind == XE_CMD_MESSAGE && c->msg && c->msg->explicit &&
+        strstr(c->name, "-set-")) {
         return false;
     }
     for (size_t i = 0; i < XA_ARRAY_SIZE(common); i++) {

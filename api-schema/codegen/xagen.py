@@ -449,7 +449,7 @@ def gen_schema_c(s, out):
         else:
             fn = "xa_implicit_call"
         rows.append('    {%s, &xa_cls_%s, %s, %d, %s, %d, &%s, 0x%x, %s, %s, '
-                    '%s, %s, %d, %s, xa_errs_%d},' % (
+                    '%s, %s, %s, %d, %s, xa_errs_%d},' % (
                         cstr(m["wire"]), m["cls"], cstr(m["name"]),
                         len(m["params"]),
                         "xa_params_%d" % i if m["params"] else "NULL",
@@ -457,6 +457,7 @@ def gen_schema_c(s, out):
                         "true" if m["session"] else "false",
                         "true" if m["async"] else "false",
                         "true" if m["hidden"] else "false", m["kind"],
+                        "true" if m["explicit"] else "false",
                         m["field"], fn, i))
     w.append("const struct xa_message_desc xa_schema_messages[] = {\n%s\n};\n"
              % "\n".join(rows))

@@ -148,8 +148,12 @@ struct xa_message_desc {
     bool session;   /* first wire argument is a session */
     bool async;     /* has an Async. form */
     bool hidden;    /* left out of system.listMethods */
+    /* what serves it: XA_MSG_EXPLICIT, a hand-written thunk, or one of
+     * the generic implementations */
     enum xa_implicit_kind implicit;
-    int field; /* field index for field messages */
+    bool explicit; /* declared by the datamodel, not generated for a class
+                    * (may still be served generically: "sets"/"generic") */
+    int field;     /* field index for field messages */
     xa_thunk fn;
     const char *const *errors; /* codes it may raise, NULL-ended */
 };
