@@ -12,6 +12,7 @@
 #include "hmap.h"
 #include "hypervisor/hv.h"
 #include "log.h"
+#include "pool/pool.h"
 #include "self.h"
 
 struct vm_list {
@@ -27,6 +28,12 @@ collect(const char *ref, void *ctx)
     if (xa_api_bool(l->t, &xa_cls_VM, ref,
                     XA_F(xa_cls_VM, "is_control_domain"))) {
         return true;
+    }
+    const char *on =
+        xa_api_str(l->t, &xa_cls_VM, ref, XA_F(xa_cls_VM, "resident_on"));
+    if (xa_db_exists(l->t, &xa_cls_host, on) &&
+        strcmp(on, xa_self_host()) != 0) {
+        return true; /* another host's VM: that host reconciles it */
     }
     if (l->n == l->cap) {
         l->cap = l->cap ? 2 * l->cap : 64;
@@ -54,7 +61,9 @@ reconcile_vm(struct xa_txn *t, const char *vm,
     const char *ps =
         xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "power_state"));
     bool live = strcmp(ps, "Running") == 0 || strcmp(ps, "Paused") == 0;
-    if (!err && !d && live) {
+    /* A member's replica may be older than the master's view (HA may
+     * have restarted the VM elsewhere): the master resets those. */
+    if (!err && !d && live && !xa_pool_is_member()) {
         err = xa_vm_force_state(t, vm, "Halted");
         (*halted)++;
     } else if (!err && d) {

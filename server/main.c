@@ -18,6 +18,7 @@
 #include "config.h"
 #include "db/db.h"
 #include "event.h"
+#include "ha/ha.h"
 #include "http/cert.h"
 #include "http/http.h"
 #include "hypervisor/hv.h"
@@ -224,6 +225,8 @@ main(int argc, char **argv)
     xa_task_start_workers(cfg.workers);
     xa_timer_after(60, sweep, NULL);
     xa_net_start();
+    /* before serving: a host that HA replaced follows the new master */
+    xa_ha_start(cfg.bind, cfg.https_port);
 
     char *cert = NULL, *key = NULL;
     if (cfg.https_port) {
@@ -259,6 +262,7 @@ main(int argc, char **argv)
     int sig = 0;
     sigwait(&stop_signals, &sig);
     xa_log_info("main", "signal %d: stopping", sig);
+    xa_ha_stop();
     xa_event_stop(); /* answers parked event.from calls */
     xa_pool_stop();  /* answers parked replication calls */
     xa_http_stop(http);
