@@ -43,3 +43,9 @@ xa_call_defer(struct xa_call *call)
         call->on_defer(call);
     }
 }
+
+bool
+xa_call_can_defer(const struct xa_call *call)
+{
+    return call->deferred_out != NULL && call->on_defer != NULL;
+}

@@ -45,6 +45,9 @@ void xa_call_free(struct xa_call *call);
  * before it lets any other thread see the call (a waiter list, a timer),
  * then return NULL with no result; the answer goes to xa_call_finish(). */
 void xa_call_defer(struct xa_call *call);
+/* Whether the code that invoked the implementation can take a deferred
+ * answer (dispatch on an HTTP thread can; a task's worker cannot). */
+bool xa_call_can_defer(const struct xa_call *call);
 /* Delivers the outcome of a deferred call (takes 'err' and 'ret'). */
 void xa_call_finish(struct xa_call *call, struct xa_error *err,
                     struct xa_value *ret);

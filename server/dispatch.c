@@ -410,12 +410,17 @@ xa_dispatch(struct xa_call *call, const struct xa_value *params, bool *bare)
          * deferred, it is cleared below before this frame ends */
         // cppcheck-suppress autoVariables
         call->deferred_out = &deferred;
+        /* a master's commits here do not hold this thread while the
+         * members catch up: the answer waits for them instead */
+        xa_pool_call_begin();
         err = xa_dispatch_invoke(call, args, &ret);
         /* once deferred, 'call' may already be answered and freed */
         if (!deferred) {
             call->deferred_out = NULL;
-            finish_now(call, err, ret);
-        } else if (err || ret) {
+            if (!xa_pool_call_end(call, &err, &ret)) {
+                finish_now(call, err, ret);
+            }
+        } else if (xa_pool_call_end(NULL, NULL, NULL) || err || ret) {
             xa_log_err("dispatch", "%s deferred but also answered", m->wire);
             xa_error_free(err);
             xa_value_unref(ret);

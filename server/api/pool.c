@@ -617,22 +617,19 @@ xa_impl_pool_designate_new_master(struct xa_call *call, const char *host)
     if (!xa_pool_wait_member(host, xa_db_generation(), 10)) {
         err = xa_error_new("HOST_OFFLINE", 1, host);
     }
-    /* Phase 2: no more local writes (they go to the new master once it
-     * answers), the last ones reach it, then it takes over. */
+    /* Phase 2: writes are fenced (each waits, then goes to the new
+     * master), the new master holds exactly the last generation
+     * committed here, then it takes over. */
     if (!err) {
-        pthread_mutex_lock(&xa_pool_g.lock);
-        xa_pool_g.role = XA_POOL_HANDOVER;
-        pthread_mutex_unlock(&xa_pool_g.lock);
-        if (!xa_pool_wait_member(host, xa_db_generation(), 10)) {
+        uint64_t last = xa_pool_fence_writes();
+        if (!xa_pool_wait_member(host, last, 10)) {
             err = xa_error_new("HOST_OFFLINE", 1, host);
         } else {
             err = xa_pool_link_call(addr, "calls", "pool.become_master", NULL,
                                     NULL, false, 30);
         }
         if (err) {
-            pthread_mutex_lock(&xa_pool_g.lock);
-            xa_pool_g.role = XA_POOL_MASTER;
-            pthread_mutex_unlock(&xa_pool_g.lock);
+            xa_pool_unfence_writes();
         }
     }
     if (!err) {

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "api/vm.h"
+#include "ha/ha.h"
 #include "hmap.h"
 #include "log.h"
 #include "pool/pool-internal.h"
@@ -85,8 +86,9 @@ xa_pool_wait_member(const char *ref, uint64_t gen, double timeout)
     for (;;) {
         struct member *m = member_get_locked(ref);
         ok = m->acked_valid && m->acked >= gen;
-        if (ok || pthread_cond_timedwait(&xa_pool_g.cond, &xa_pool_g.lock,
-                                         &ts) != 0) {
+        if (ok || xa_pool_g.stop ||
+            pthread_cond_timedwait(&xa_pool_g.cond, &xa_pool_g.lock, &ts) !=
+                0) {
             break;
         }
     }
@@ -94,31 +96,32 @@ xa_pool_wait_member(const char *ref, uint64_t gen, double timeout)
     return ok;
 }
 
+bool
+xa_pool_live_members_hold_locked(uint64_t gen)
+{
+    if (!members_init) {
+        return true;
+    }
+    double limit = xa_pool_g.cfg.live_timeout;
+    double now = xa_monotonic();
+    XA_HMAP_FOR_EACH (slot, &members) {
+        struct member *m = slot->val;
+        if (m->last_heard && now - m->last_heard <= limit &&
+            !(m->acked_valid && m->acked >= gen)) {
+            return false;
+        }
+    }
+    return true;
+}
+
 void
 xa_pool_wait_live_members(uint64_t gen)
 {
-    double limit = xa_pool_g.cfg.live_timeout;
     struct timespec ts;
-    xa_pool_abstime(&ts, limit);
+    xa_pool_abstime(&ts, xa_pool_g.cfg.live_timeout);
     pthread_mutex_lock(&xa_pool_g.lock);
-    for (;;) {
-        double now = xa_monotonic();
-        bool behind = false;
-        if (members_init) {
-            XA_HMAP_FOR_EACH (slot, &members) {
-                struct member *m = slot->val;
-                if (m->last_heard && now - m->last_heard <= limit &&
-                    !(m->acked_valid && m->acked >= gen)) {
-                    behind = true;
-                    break;
-                }
-            }
-        }
-        if (!behind || xa_pool_g.stop ||
-            pthread_cond_timedwait(&xa_pool_g.cond, &xa_pool_g.lock, &ts) !=
-                0) {
-            break;
-        }
+    while (!xa_pool_live_members_hold_locked(gen) && !xa_pool_g.stop &&
+           pthread_cond_timedwait(&xa_pool_g.cond, &xa_pool_g.lock, &ts) == 0) {
     }
     pthread_mutex_unlock(&xa_pool_g.lock);
 }
@@ -146,8 +149,8 @@ xa_pool_liveness_check(void)
 {
     static double last_check;
     double now = xa_monotonic();
-    if (now - last_check < 0.1) {
-        return;
+    if (now - last_check < 0.1 || xa_pool_role() != XA_POOL_MASTER) {
+        return; /* a hand-over fences writes: none from here */
     }
     last_check = now;
     if (!started_at) {
@@ -203,8 +206,52 @@ xa_pool_can_boot_here(const char *vm, const char *host)
     return err;
 }
 
+/* Memory promised to starts placed on a host but not yet running there
+ * (its host_metrics do not show them yet), so that starts placed at the
+ * same time spread instead of all picking the same emptiest host.
+ * host ref -> int64_t bytes; pool lock. */
+static struct xa_hmap reserved;
+static bool reserved_init;
+
+static int64_t
+reserved_on_locked(const char *host)
+{
+    if (!reserved_init) {
+        xa_hmap_init(&reserved);
+        reserved_init = true;
+    }
+    int64_t *r = xa_hmap_get(&reserved, host);
+    return r ? *r : 0;
+}
+
+static void
+reserve(const char *host, int64_t bytes)
+{
+    pthread_mutex_lock(&xa_pool_g.lock);
+    int64_t now = reserved_on_locked(host) + bytes;
+    int64_t *r = xa_hmap_get(&reserved, host);
+    if (!r) {
+        r = xa_calloc(1, sizeof *r);
+        xa_hmap_put(&reserved, host, r);
+    }
+    *r = now;
+    pthread_mutex_unlock(&xa_pool_g.lock);
+}
+
+static int64_t
+vm_memory(const char *vm)
+{
+    struct xa_txn *t = xa_db_begin_read();
+    int64_t m =
+        xa_api_int(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "memory_dynamic_max")) +
+        xa_api_int(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "memory_overhead"));
+    xa_db_end(t);
+    return m;
+}
+
 /* The affinity host when it can boot the VM, else the host with the most
- * free memory that can; the first refusal when none can. */
+ * free memory (less what starts in flight there will take) that can; the
+ * first refusal when none can. */
 struct xa_error *
 xa_pool_place(const char *vm, char **ret_host)
 {
@@ -238,6 +285,9 @@ xa_pool_place(const char *vm, char **ret_host)
             xa_api_str(t, &xa_cls_host, h, XA_F(xa_cls_host, "metrics"));
         int64_t fr = xa_api_int(t, &xa_cls_host_metrics, hm,
                                 XA_F(xa_cls_host_metrics, "memory_free"));
+        pthread_mutex_lock(&xa_pool_g.lock);
+        fr -= reserved_on_locked(h);
+        pthread_mutex_unlock(&xa_pool_g.lock);
         if (fr > best_free) {
             best_free = fr;
             free(*ret_host);
@@ -257,13 +307,12 @@ xa_pool_place(const char *vm, char **ret_host)
 
 enum target {
     T_NONE,
-    T_VM_RESIDENT,  /* arg 0 is a VM: where it runs */
-    T_VBD_VM,       /* arg 0 is a VBD: where its VM runs */
-    T_VIF_VM,       /* arg 0 is a VIF: where its VM runs */
-    T_PBD_HOST,     /* arg 0 is a PBD: its host */
-    T_ARG1_HOST,    /* arg 1 is the host (start_on, resume_on) */
-    T_PLACE,        /* VM.start: placement decides */
-    T_LOCAL_ANSWER, /* answered by the master's pool-wide view */
+    T_VM_RESIDENT, /* arg 0 is a VM: where it runs */
+    T_VBD_VM,      /* arg 0 is a VBD: where its VM runs */
+    T_VIF_VM,      /* arg 0 is a VIF: where its VM runs */
+    T_PBD_HOST,    /* arg 0 is a PBD: its host */
+    T_ARG1_HOST,   /* arg 1 is the host (start_on, resume_on) */
+    T_PLACE,       /* VM.start: placement decides */
 };
 
 static const struct {
@@ -292,8 +341,6 @@ static const struct {
     {"VIF.unplug_force", T_VIF_VM},
     {"PBD.plug", T_PBD_HOST},
     {"PBD.unplug", T_PBD_HOST},
-    {"VM.get_possible_hosts", T_LOCAL_ANSWER},
-    {"VM.assert_can_boot_here", T_LOCAL_ANSWER},
 };
 
 static bool
@@ -312,29 +359,72 @@ resident_of(struct xa_txn *t, const char *vm)
         xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "resident_on")));
 }
 
-static struct xa_error *
-answer_locally(const char *wire, struct xa_value *const *args,
-               struct xa_value **ret)
+/* A call forwarded to the member that owns the work. */
+struct fwd_job {
+    struct xa_pool_job job;
+    struct xa_call *call; /* deferred; NULL when run in place */
+    char *host;
+    char *method;
+    struct xa_value *params;
+    uint64_t gen; /* the member must hold it first */
+    bool void_result;
+    int64_t reserved; /* placement's promise on 'host', given back at the end */
+};
+
+static void
+fwd_free(struct fwd_job *j)
 {
-    const char *vm = args[0]->u.str.s;
-    if (strcmp(wire, "VM.assert_can_boot_here") == 0) {
-        return xa_pool_can_boot_here(vm, args[1]->u.str.s);
+    if (j->reserved) {
+        reserve(j->host, -j->reserved);
     }
-    struct xa_txn *t = xa_db_begin_read();
-    struct xa_value *hosts = xa_db_get_all(t, &xa_cls_host);
-    struct xa_value *out = xa_array();
-    for (size_t i = 0; hosts && i < hosts->u.arr.n; i++) {
-        struct xa_error *e =
-            xa_vm_can_boot_here(t, vm, hosts->u.arr.items[i]->u.str.s);
-        if (!e) {
-            xa_array_append(out, xa_value_ref(hosts->u.arr.items[i]));
-        }
-        xa_error_free(e);
+    free(j->host);
+    free(j->method);
+    xa_value_unref(j->params);
+    free(j);
+}
+
+/* First waits until the member's replica shows what the caller saw. */
+static struct xa_error *
+fwd_do(struct fwd_job *j, const char *addr, const char *kind,
+       struct xa_value **ret)
+{
+    if (!xa_pool_wait_member(j->host, j->gen, 5)) {
+        return xa_error_new("HOST_OFFLINE", 1, j->host);
     }
-    xa_value_unref(hosts);
-    xa_db_end(t);
-    *ret = out;
-    return NULL;
+    struct xa_value *p = j->params;
+    j->params = NULL;
+    struct xa_error *err =
+        xa_pool_link_call(addr, kind, j->method, p, ret, false, 0);
+    if (err && strncmp(err->code, "CLIENT_", 7) == 0) {
+        xa_log_warn(LOG, "%s on %s: %s", j->method, addr,
+                    err->n_params > 1 ? err->params[1] : err->code);
+        xa_error_free(err);
+        err = xa_error_new("CANNOT_CONTACT_HOST", 1, j->host);
+    }
+    if (j->void_result && *ret) {
+        xa_value_unref(*ret);
+        *ret = NULL;
+    }
+    return err;
+}
+
+static void
+fwd_run(struct xa_pool_job *job, const char *addr, const char *kind)
+{
+    struct fwd_job *j = (struct fwd_job *)job;
+    struct xa_value *ret = NULL;
+    struct xa_error *err = fwd_do(j, addr, kind, &ret);
+    xa_call_finish(j->call, err, ret);
+    fwd_free(j);
+}
+
+static void
+fwd_cancel(struct xa_pool_job *job)
+{
+    struct fwd_job *j = (struct fwd_job *)job;
+    xa_call_finish(j->call, xa_error_new("CANNOT_CONTACT_HOST", 1, j->host),
+                   NULL);
+    fwd_free(j);
 }
 
 struct xa_error *
@@ -351,10 +441,6 @@ xa_pool_forward(struct xa_call *call, struct xa_value *const *args,
     }
     if (tg == T_NONE || xa_pool_role() != XA_POOL_MASTER || !is_pool()) {
         return NULL;
-    }
-    if (tg == T_LOCAL_ANSWER) {
-        *handled = true;
-        return answer_locally(m->wire, args, ret);
     }
     const char *method = m->wire;
     char *host = NULL;
@@ -384,6 +470,7 @@ xa_pool_forward(struct xa_call *call, struct xa_value *const *args,
         break;
     }
     xa_db_end(t);
+    int64_t promised = 0;
     if (tg == T_PLACE) {
         err = xa_pool_place(a0, &host);
         if (err) {
@@ -391,6 +478,13 @@ xa_pool_forward(struct xa_call *call, struct xa_value *const *args,
             return err;
         }
         method = "VM.start_on";
+        promised = vm_memory(a0);
+        reserve(host, promised);
+    }
+    if (host && (err = xa_ha_check_start(call, a0, host)) != NULL) {
+        *handled = true; /* the HA failover plan refuses it */
+        free(host);
+        return err;
     }
     if (!host || strcmp(host, xa_self_host()) == 0 ||
         strcmp(host, "OpaqueRef:NULL") == 0) {
@@ -406,6 +500,9 @@ xa_pool_forward(struct xa_call *call, struct xa_value *const *args,
             call->msg = saved;
             xa_value_unref(a[1]);
         }
+        if (promised) {
+            reserve(host, -promised);
+        }
         free(host);
         return err;
     }
@@ -416,33 +513,44 @@ xa_pool_forward(struct xa_call *call, struct xa_value *const *args,
     xa_db_end(t);
     if (!host_alive(host)) {
         err = xa_error_new("HOST_OFFLINE", 1, host);
-    } else if (!xa_pool_wait_member(host, xa_db_generation(), 5)) {
-        err = xa_error_new("HOST_OFFLINE", 1, host);
-    }
-    if (!err) {
-        struct xa_value *p = xa_array();
-        if (tg == T_PLACE) {
-            xa_array_append(p, xa_value_ref(args[0]));
-            xa_array_append(p, xa_string(host));
-            xa_array_append(p, xa_value_ref(args[1]));
-            xa_array_append(p, xa_value_ref(args[2]));
-        } else {
-            for (size_t i = 0; i < m->n_params; i++) {
-                xa_array_append(p, xa_value_ref(args[i]));
-            }
+        if (promised) {
+            reserve(host, -promised);
         }
-        xa_log_debug(LOG, "%s runs on %s", method, addr);
-        err = xa_pool_link_call(addr, "calls", method, p, ret, false, 0);
-        if (err && strncmp(err->code, "CLIENT_", 7) == 0) {
-            xa_error_free(err);
-            err = xa_error_new("CANNOT_CONTACT_HOST", 1, host);
+        free(addr);
+        free(host);
+        return err;
+    }
+    struct xa_value *p = xa_array();
+    if (tg == T_PLACE) {
+        xa_array_append(p, xa_value_ref(args[0]));
+        xa_array_append(p, xa_string(host));
+        xa_array_append(p, xa_value_ref(args[1]));
+        xa_array_append(p, xa_value_ref(args[2]));
+    } else {
+        for (size_t i = 0; i < m->n_params; i++) {
+            xa_array_append(p, xa_value_ref(args[i]));
         }
     }
-    if (ret && *ret && m->result && m->result->kind == XA_T_VOID) {
-        xa_value_unref(*ret);
-        *ret = NULL;
+    struct fwd_job *j = xa_calloc(1, sizeof *j);
+    j->job.run = fwd_run;
+    j->job.cancel = fwd_cancel;
+    j->host = host;
+    j->method = xa_strdup(method);
+    j->params = p;
+    j->gen = xa_db_generation();
+    j->void_result = m->result && m->result->kind == XA_T_VOID;
+    j->reserved = promised;
+    xa_log_debug(LOG, "%s runs on %s", method, addr);
+    if (xa_call_can_defer(call)) {
+        /* the HTTP thread goes back to serving; a link thread answers */
+        j->call = call;
+        xa_call_defer(call);
+        xa_pool_link_submit(addr, &j->job);
+    } else {
+        /* a task's worker thread: it may wait */
+        err = fwd_do(j, addr, "calls", ret);
+        fwd_free(j);
     }
     free(addr);
-    free(host);
     return err;
 }

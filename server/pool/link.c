@@ -16,19 +16,21 @@
 #include "self.h"
 
 #define LOG       "pool"
-#define MAX_LINKS 256
+/* connections, hence threads, a master uses to run work on one member */
+#define FWD_CONNS 4
 
 struct link {
     char *key; /* "<kind> <addr>" */
     char *addr;
     struct xa_client *client;
     char *session;
+    long timeout_s;
     pthread_mutex_t lock; /* one call at a time on the connection */
 };
 
 static pthread_mutex_t links_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct link *links[MAX_LINKS];
-static size_t n_links;
+static struct link **links;
+static size_t n_links, cap_links;
 
 char *
 xa_pool_url(const char *addr)
@@ -76,6 +78,23 @@ cert_check(void *ctx, const char *fp, bool ca_ok)
     return false;
 }
 
+static struct xa_client *
+link_client(struct link *l)
+{
+    char *url = xa_pool_url(l->addr);
+    struct xa_client_options o = {
+        .protocol = XA_CLIENT_JSONRPC,
+        .cert_check = cert_check,
+        .cert_ctx = l,
+        .timeout_s = l->timeout_s,
+    };
+    struct xa_client *c = xa_client_new(url, &o);
+    free(url);
+    return c;
+}
+
+/* A link lives until the pool stops (xa_pool_links_stop), so a thread
+ * may keep using the one it got. */
 static struct link *
 link_get(const char *addr, const char *kind, long timeout_s)
 {
@@ -87,21 +106,18 @@ link_get(const char *addr, const char *kind, long timeout_s)
             l = links[i];
         }
     }
-    if (!l && n_links < MAX_LINKS) {
+    if (!l) {
+        if (n_links == cap_links) {
+            cap_links = cap_links ? 2 * cap_links : 16;
+            links = xa_realloc(links, cap_links * sizeof *links);
+        }
         l = xa_calloc(1, sizeof *l);
         l->key = key;
         key = NULL;
         l->addr = xa_strdup(addr);
+        l->timeout_s = timeout_s;
         pthread_mutex_init(&l->lock, NULL);
-        char *url = xa_pool_url(addr);
-        struct xa_client_options o = {
-            .protocol = XA_CLIENT_JSONRPC,
-            .cert_check = cert_check,
-            .cert_ctx = l,
-            .timeout_s = timeout_s,
-        };
-        l->client = xa_client_new(url, &o);
-        free(url);
+        l->client = link_client(l);
         links[n_links++] = l;
     }
     pthread_mutex_unlock(&links_lock);
@@ -109,14 +125,31 @@ link_get(const char *addr, const char *kind, long timeout_s)
     return l;
 }
 
+/* New connections and sessions everywhere (the pins, the secret or the
+ * roles changed); a call in flight finishes first. */
 void
 xa_pool_links_reset(void)
 {
     pthread_mutex_lock(&links_lock);
     for (size_t i = 0; i < n_links; i++) {
         struct link *l = links[i];
-        /* a call in flight finishes first */
         pthread_mutex_lock(&l->lock);
+        xa_client_free(l->client);
+        l->client = link_client(l);
+        free(l->session);
+        l->session = NULL;
+        pthread_mutex_unlock(&l->lock);
+    }
+    pthread_mutex_unlock(&links_lock);
+}
+
+static void
+links_free(void)
+{
+    pthread_mutex_lock(&links_lock);
+    for (size_t i = 0; i < n_links; i++) {
+        struct link *l = links[i];
+        pthread_mutex_lock(&l->lock); /* a call in flight finishes first */
         pthread_mutex_unlock(&l->lock);
         pthread_mutex_destroy(&l->lock);
         xa_client_free(l->client);
@@ -126,6 +159,9 @@ xa_pool_links_reset(void)
         free(l);
     }
     n_links = 0;
+    free(links);
+    links = NULL;
+    cap_links = 0;
     pthread_mutex_unlock(&links_lock);
 }
 
@@ -159,10 +195,6 @@ xa_pool_link_call(const char *addr, const char *kind, const char *method,
                   bool idempotent, long timeout_s)
 {
     struct link *l = link_get(addr, kind, timeout_s);
-    if (!l) {
-        xa_value_unref(params);
-        return xa_error_internal("too many pool links");
-    }
     if (!params) {
         params = xa_array();
     }
@@ -205,4 +237,150 @@ xa_pool_link_call(const char *addr, const char *kind, const char *method,
     pthread_mutex_unlock(&l->lock);
     xa_value_unref(params);
     return err;
+}
+
+/* --- work run on a peer from the link's own threads -----------------------
+ *
+ * Per peer address: a queue of jobs and up to FWD_CONNS threads, each
+ * with its own kept-alive connection (kind "fwd<i>"), started as the
+ * queue needs them and kept until the pool stops.  The caller's thread
+ * (an HTTP thread) only queues; the job answers its call from here. */
+
+struct runner {
+    char *addr;
+    struct xa_pool_job *head, *tail;
+    pthread_t threads[FWD_CONNS];
+    unsigned n_threads, n_idle;
+};
+
+struct runner_arg {
+    struct runner *r;
+    unsigned index;
+};
+
+static pthread_mutex_t runners_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t runners_cond = PTHREAD_COND_INITIALIZER;
+static struct runner **runners;
+static size_t n_runners;
+static bool runners_stopping;
+
+static void *
+runner_main(void *arg)
+{
+    struct runner_arg *a = arg;
+    struct runner *r = a->r;
+    char kind[16];
+    snprintf(kind, sizeof kind, "fwd%u", a->index);
+    free(a);
+    pthread_mutex_lock(&runners_lock);
+    for (;;) {
+        while (!r->head && !runners_stopping) {
+            r->n_idle++;
+            pthread_cond_wait(&runners_cond, &runners_lock);
+            r->n_idle--;
+        }
+        if (!r->head) {
+            break;
+        }
+        struct xa_pool_job *j = r->head;
+        r->head = j->next;
+        if (!r->head) {
+            r->tail = NULL;
+        }
+        pthread_mutex_unlock(&runners_lock);
+        j->run(j, r->addr, kind); /* answers and frees the job */
+        pthread_mutex_lock(&runners_lock);
+    }
+    pthread_mutex_unlock(&runners_lock);
+    return NULL;
+}
+
+void
+xa_pool_link_submit(const char *addr, struct xa_pool_job *job)
+{
+    job->next = NULL;
+    pthread_mutex_lock(&runners_lock);
+    if (runners_stopping) {
+        pthread_mutex_unlock(&runners_lock);
+        job->cancel(job);
+        return;
+    }
+    struct runner *r = NULL;
+    for (size_t i = 0; i < n_runners && !r; i++) {
+        if (strcmp(runners[i]->addr, addr) == 0) {
+            r = runners[i];
+        }
+    }
+    if (!r) {
+        r = xa_calloc(1, sizeof *r);
+        r->addr = xa_strdup(addr);
+        runners = xa_realloc(runners, (n_runners + 1) * sizeof *runners);
+        runners[n_runners++] = r;
+    }
+    if (r->tail) {
+        r->tail->next = job;
+    } else {
+        r->head = job;
+    }
+    r->tail = job;
+    size_t queued = 0;
+    for (struct xa_pool_job *j = r->head; j; j = j->next) {
+        queued++;
+    }
+    if (queued > r->n_idle && r->n_threads < FWD_CONNS) {
+        struct runner_arg *a = xa_calloc(1, sizeof *a);
+        a->r = r;
+        a->index = r->n_threads;
+        if (pthread_create(&r->threads[r->n_threads], NULL, runner_main, a) ==
+            0) {
+            r->n_threads++;
+        } else {
+            free(a);
+        }
+    }
+    if (r->n_threads == 0) {
+        /* no thread to run it: refuse rather than strand the call */
+        r->head = r->tail = NULL;
+        pthread_mutex_unlock(&runners_lock);
+        job->cancel(job);
+        return;
+    }
+    pthread_cond_broadcast(&runners_cond);
+    pthread_mutex_unlock(&runners_lock);
+}
+
+void
+xa_pool_links_stop(void)
+{
+    pthread_mutex_lock(&runners_lock);
+    runners_stopping = true;
+    /* queued work is refused; work in flight completes */
+    struct xa_pool_job *refused = NULL;
+    for (size_t i = 0; i < n_runners; i++) {
+        struct runner *r = runners[i];
+        if (r->tail) {
+            r->tail->next = refused;
+            refused = r->head;
+        }
+        r->head = r->tail = NULL;
+    }
+    pthread_cond_broadcast(&runners_cond);
+    pthread_mutex_unlock(&runners_lock);
+    while (refused) {
+        struct xa_pool_job *j = refused;
+        refused = j->next;
+        j->cancel(j);
+    }
+    for (size_t i = 0; i < n_runners; i++) {
+        struct runner *r = runners[i];
+        for (unsigned k = 0; k < r->n_threads; k++) {
+            pthread_join(r->threads[k], NULL);
+        }
+        free(r->addr);
+        free(r);
+    }
+    free(runners);
+    runners = NULL;
+    n_runners = 0;
+    links_free();
 }

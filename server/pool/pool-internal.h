@@ -66,6 +66,23 @@ struct xa_error *xa_pool_link_call(const char *addr, const char *kind,
                                    struct xa_value **ret, bool idempotent,
                                    long timeout_s);
 void xa_pool_links_reset(void);
+
+/* Work run on a peer by the link's own threads, so that an HTTP thread
+ * never waits for a peer: the caller defers its call, submits a job and
+ * returns; the job answers the call. */
+struct xa_pool_job {
+    /* on a link thread: the work, over connection 'kind' to 'addr';
+     * answers and frees the job */
+    void (*run)(struct xa_pool_job *job, const char *addr, const char *kind);
+    /* instead of run, when the pool stops first: answers with an error
+     * and frees the job */
+    void (*cancel)(struct xa_pool_job *job);
+    struct xa_pool_job *next; /* the queue's */
+};
+void xa_pool_link_submit(const char *addr, struct xa_pool_job *job);
+/* At shutdown: refuses queued jobs, waits for those running, closes
+ * every link. */
+void xa_pool_links_stop(void);
 bool xa_pool_fingerprint_trusted(const char *fp);
 char *xa_pool_url(const char *addr);
 
@@ -73,8 +90,12 @@ char *xa_pool_url(const char *addr);
 void xa_pool_replica_init(void);
 /* member: one long-poll round; false when it failed */
 bool xa_pool_replicate_once(void);
-/* master: answers parked replicate calls that are ready or due */
+/* master: answers parked replicate calls, and calls waiting for their
+ * writes to reach the members, that are ready or due; waits a little
+ * first when none is */
 void xa_pool_pump(void);
+/* the same without waiting (any role) */
+void xa_pool_answer_due(void);
 void xa_pool_replica_reset(void);
 void xa_pool_replica_save(void);
 struct xa_error *
@@ -84,11 +105,21 @@ struct xa_error *xa_pool_serve_replicate(struct xa_call *call,
                                          struct xa_value **ret);
 struct xa_error *xa_pool_serve_db_write(const char *payload,
                                         struct xa_value **ret);
+/* master, designate_new_master: from now on a write waits for the
+ * outcome of the hand-over and then goes to the new master (or, when
+ * unfenced, commits here).  Returns the last generation committed
+ * here, which the new master must hold before it takes over. */
+uint64_t xa_pool_fence_writes(void);
+/* the hand-over failed: this host stays master */
+void xa_pool_unfence_writes(void);
 /* master: waits until host 'ref' has acknowledged generation 'gen' */
 bool xa_pool_wait_member(const char *ref, uint64_t gen, double timeout);
 /* master: waits until every member heard within the live timeout holds
  * generation 'gen' (bounded by the live timeout) */
 void xa_pool_wait_live_members(uint64_t gen);
+/* master, pool lock held: whether every member heard within the live
+ * timeout holds generation 'gen' */
+bool xa_pool_live_members_hold_locked(uint64_t gen);
 
 /* forward.c: liveness and placement on the master */
 void xa_pool_heard_from(const char *host, const char *epoch, uint64_t since);

@@ -174,13 +174,15 @@ xa_pool_become_member(const char *master_addr)
     char *conf = xa_asprintf("slave:%s\n", master_addr);
     xa_error_free(xa_pool_write_file("pool.conf", conf));
     free(conf);
+    /* links first: writes a hand-over fenced go out as soon as the role
+     * changes, over fresh links */
+    xa_pool_links_reset();
     pthread_mutex_lock(&xa_pool_g.lock);
     free(xa_pool_g.master_addr);
     xa_pool_g.master_addr = xa_strdup(master_addr);
     xa_pool_g.role = XA_POOL_MEMBER;
     pthread_cond_broadcast(&xa_pool_g.cond);
     pthread_mutex_unlock(&xa_pool_g.lock);
-    xa_pool_links_reset();
     xa_db_set_remote_commit(xa_pool_remote_commit, NULL);
     xa_log_info(LOG, "member of the pool of %s", master_addr);
 }
@@ -346,6 +348,7 @@ pool_main(void *arg)
             break;
         }
         if (role == XA_POOL_MEMBER) {
+            xa_pool_answer_due(); /* what was parked while master */
             if (xa_pool_replicate_once()) {
                 backoff = 0.1;
                 continue;
@@ -389,7 +392,8 @@ xa_pool_stop(void)
         pthread_join(xa_pool_g.thread, NULL);
         xa_pool_g.started = false;
     }
-    xa_pool_links_reset();
+    xa_pool_answer_due(); /* every parked call, now */
+    xa_pool_links_stop();
 }
 
 /* --- a fresh start after an eject ----------------------------------------*/
@@ -433,6 +437,7 @@ emergency_call(const struct xa_message_desc *m)
     static const char *const ok[] = {
         "pool.emergency_transition_to_master",
         "pool.emergency_reset_master",
+        "host.emergency_ha_disable",
         "session.logout",
         "session.local_logout",
     };

@@ -51,6 +51,15 @@ void xa_pool_stop(void);
  * it serves itself, and reads and emergency calls on a local session. */
 struct xa_error *xa_pool_check_call(const struct xa_call *call,
                                     const struct xa_message_desc *m);
+/* Dispatch, around an implementation run on an HTTP thread: between
+ * the two, a master's commits do not wait for the members; then
+ * xa_pool_call_end() either returns false (answer now) or takes the
+ * answer ('*err', '*ret'), defers the call and answers it once every
+ * live member holds its writes.  'call' NULL: the implementation
+ * deferred the call itself; waits for the members here. */
+void xa_pool_call_begin(void);
+bool xa_pool_call_end(struct xa_call *call, struct xa_error **err,
+                      struct xa_value **ret);
 /* Dispatch, in place of the implementation: on the master, runs a call
  * whose work belongs to another host on that host.  '*handled' says
  * whether it did. */

@@ -47,11 +47,30 @@ struct dedupe {
     char *answer;
 };
 
+/* A call whose answer waits until every live member holds its writes
+ * (the pool's thread answers it). */
+struct ack_waiter {
+    struct xa_call *call;
+    struct xa_error *err;
+    struct xa_value *ret;
+    uint64_t gen;
+    double deadline; /* monotonic */
+    struct ack_waiter *next;
+};
+
+static struct ack_waiter *ack_waiters; /* under xa_pool_g.lock */
+
+/* Set by xa_pool_call_begin() on an HTTP thread: commits there note
+ * their generation instead of waiting, and xa_pool_call_end() parks
+ * the answer until the members hold the last one. */
+static _Thread_local bool defer_acks;
+static _Thread_local uint64_t pending_gen;
+
 /* After every commit, before the API answers: wakes the stream and, on
- * a master, waits until every live member holds the commit, so that an
- * acknowledged write survives the master (emergency_transition_to_master
- * finds it on any member).  The pool's own thread, which answers the
- * stream, never waits for it. */
+ * a master, makes the answer wait until every live member holds the
+ * commit, so that an acknowledged write survives the master
+ * (emergency_transition_to_master finds it on any member).  The pool's
+ * own thread, which answers the stream, never waits for it. */
 static void
 on_commit(uint64_t gen, void *ctx)
 {
@@ -61,9 +80,59 @@ on_commit(uint64_t gen, void *ctx)
     bool wait = xa_pool_g.role != XA_POOL_MEMBER && xa_pool_g.started &&
                 !pthread_equal(pthread_self(), xa_pool_g.thread);
     pthread_mutex_unlock(&xa_pool_g.lock);
-    if (wait) {
+    if (wait && defer_acks) {
+        if (gen > pending_gen) {
+            pending_gen = gen;
+        }
+    } else if (wait) {
         xa_pool_wait_live_members(gen);
     }
+}
+
+void
+xa_pool_call_begin(void)
+{
+    defer_acks = true;
+    pending_gen = 0;
+}
+
+bool
+xa_pool_call_end(struct xa_call *call, struct xa_error **err,
+                 struct xa_value **ret)
+{
+    uint64_t gen = pending_gen;
+    defer_acks = false;
+    pending_gen = 0;
+    if (!gen) {
+        return false;
+    }
+    if (!call) {
+        /* the implementation deferred the call itself: wait here */
+        xa_pool_wait_live_members(gen);
+        return false;
+    }
+    pthread_mutex_lock(&xa_pool_g.lock);
+    bool held = xa_pool_g.role == XA_POOL_MEMBER ||
+                xa_pool_live_members_hold_locked(gen);
+    pthread_mutex_unlock(&xa_pool_g.lock);
+    if (held) {
+        return false;
+    }
+    struct ack_waiter *w = xa_calloc(1, sizeof *w);
+    w->call = call;
+    w->err = *err;
+    w->ret = *ret;
+    *err = NULL;
+    *ret = NULL;
+    w->gen = gen;
+    w->deadline = xa_monotonic() + xa_pool_g.cfg.live_timeout;
+    xa_call_defer(call);
+    pthread_mutex_lock(&xa_pool_g.lock);
+    w->next = ack_waiters;
+    ack_waiters = w;
+    pthread_cond_broadcast(&xa_pool_g.cond);
+    pthread_mutex_unlock(&xa_pool_g.lock);
+    return true;
 }
 
 void
@@ -195,22 +264,28 @@ xa_pool_serve_replicate(struct xa_call *call, const char *request,
     return NULL;
 }
 
-void
-xa_pool_pump(void)
+/* Pool lock held: whether some parked call can be answered now. */
+static bool
+any_ready_locked(uint64_t gen)
 {
-    struct timespec ts;
-    xa_pool_abstime(&ts, 0.1);
+    for (struct waiter *w = waiters; w; w = w->next) {
+        if (gen > w->since) {
+            return true;
+        }
+    }
+    for (struct ack_waiter *w = ack_waiters; w; w = w->next) {
+        if (xa_pool_live_members_hold_locked(w->gen)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void
+xa_pool_answer_due(void)
+{
     pthread_mutex_lock(&xa_pool_g.lock);
     uint64_t gen = xa_db_generation();
-    bool ready = false;
-    for (struct waiter *w = waiters; w && !ready; w = w->next) {
-        ready = gen > w->since;
-    }
-    if (!ready && !xa_pool_g.stop) {
-        pthread_cond_timedwait(&xa_pool_g.cond, &xa_pool_g.lock, &ts);
-    }
-    /* take the waiters that are due */
-    gen = xa_db_generation();
     double now = xa_monotonic();
     bool stopping = xa_pool_g.stop || xa_pool_g.role == XA_POOL_MEMBER;
     struct waiter *due = NULL, **pp = &waiters;
@@ -224,6 +299,20 @@ xa_pool_pump(void)
             pp = &w->next;
         }
     }
+    /* a member missing past the live timeout no longer holds answers
+     * back (it is about to be declared not live) */
+    struct ack_waiter *acked = NULL, **ap = &ack_waiters;
+    while (*ap) {
+        struct ack_waiter *w = *ap;
+        if (stopping || now >= w->deadline ||
+            xa_pool_live_members_hold_locked(w->gen)) {
+            *ap = w->next;
+            w->next = acked;
+            acked = w;
+        } else {
+            ap = &w->next;
+        }
+    }
     pthread_mutex_unlock(&xa_pool_g.lock);
     while (due) {
         struct waiter *w = due;
@@ -232,6 +321,25 @@ xa_pool_pump(void)
                        xa_string_take(build_answer(w->since, false)));
         free(w);
     }
+    while (acked) {
+        struct ack_waiter *w = acked;
+        acked = w->next;
+        xa_call_finish(w->call, w->err, w->ret);
+        free(w);
+    }
+}
+
+void
+xa_pool_pump(void)
+{
+    struct timespec ts;
+    xa_pool_abstime(&ts, 0.1);
+    pthread_mutex_lock(&xa_pool_g.lock);
+    if (!any_ready_locked(xa_db_generation()) && !xa_pool_g.stop) {
+        pthread_cond_timedwait(&xa_pool_g.cond, &xa_pool_g.lock, &ts);
+    }
+    pthread_mutex_unlock(&xa_pool_g.lock);
+    xa_pool_answer_due();
 }
 
 /* --- member: following the stream -------------------------------------*/
@@ -377,6 +485,8 @@ json_str(struct xa_buf *b, const char *s)
     json_object_put(o);
 }
 
+static pthread_mutex_t write_order = PTHREAD_MUTEX_INITIALIZER;
+
 struct xa_error *
 xa_pool_remote_commit(void *ctx, const struct xa_db_change *ch, size_t n)
 {
@@ -385,6 +495,10 @@ xa_pool_remote_commit(void *ctx, const struct xa_db_change *ch, size_t n)
     if (!master) {
         return xa_error_internal("pool: no master to write to");
     }
+    /* One write in flight at a time, sent in the order of its number:
+     * the master takes a number at or below the last it applied for a
+     * retry, so numbers must reach it in order. */
+    pthread_mutex_lock(&write_order);
     pthread_mutex_lock(&xa_pool_g.lock);
     uint64_t seq = ++xa_pool_g.seq;
     pthread_mutex_unlock(&xa_pool_g.lock);
@@ -416,6 +530,7 @@ xa_pool_remote_commit(void *ctx, const struct xa_db_change *ch, size_t n)
     struct xa_value *v = NULL;
     struct xa_error *err =
         xa_pool_link_call(master, "calls", "pool.db_write", p, &v, true, 30);
+    pthread_mutex_unlock(&write_order);
     if (err && is_transport_code(err->code)) {
         xa_log_warn(LOG, "write to the master %s failed: %s", master,
                     err->n_params > 1 ? err->params[1] : err->code);
@@ -452,12 +567,88 @@ xa_pool_remote_commit(void *ctx, const struct xa_db_change *ch, size_t n)
     return NULL;
 }
 
+/* --- the hand-over fence ---------------------------------------------------*/
+
+/* Applies changes a fenced commit undid, in a local transaction. */
+static struct xa_error *
+apply_changes_locally(const struct xa_db_change *ch, size_t n)
+{
+    struct xa_txn *t = xa_db_begin_write();
+    struct xa_error *err = NULL;
+    for (size_t i = 0; i < n && !err; i++) {
+        bool whole = ch[i].created || !ch[i].json;
+        err = xa_db_apply_row(t, ch[i].cls, ch[i].ref, ch[i].json,
+                              whole ? NULL : ch[i].fields,
+                              whole ? 0 : ch[i].n_fields);
+    }
+    return err ? (xa_db_abort(t), err) : xa_db_commit(t);
+}
+
+/* In place of a local commit while a hand-over is under way: the write
+ * waits for its outcome, then goes to the new master (as a member's
+ * write), or is committed here after all when the hand-over failed. */
+static struct xa_error *
+fenced_commit(void *ctx, const struct xa_db_change *ch, size_t n)
+{
+    pthread_mutex_lock(&xa_pool_g.lock);
+    while (xa_pool_g.role == XA_POOL_HANDOVER && !xa_pool_g.stop) {
+        pthread_cond_wait(&xa_pool_g.cond, &xa_pool_g.lock);
+    }
+    enum xa_pool_role role = xa_pool_g.role;
+    pthread_mutex_unlock(&xa_pool_g.lock);
+    if (role == XA_POOL_MEMBER) {
+        return xa_pool_remote_commit(ctx, ch, n);
+    }
+    return apply_changes_locally(ch, n);
+}
+
+uint64_t
+xa_pool_fence_writes(void)
+{
+    pthread_mutex_lock(&xa_pool_g.lock);
+    xa_pool_g.role = XA_POOL_HANDOVER;
+    pthread_cond_broadcast(&xa_pool_g.cond);
+    pthread_mutex_unlock(&xa_pool_g.lock);
+    xa_db_set_remote_commit(fenced_commit, NULL);
+    /* A commit that looked before the fence was up holds the write
+     * lock until it is done: once we have had the lock, every write
+     * from now on meets the fence. */
+    xa_db_abort(xa_db_begin_write());
+    return xa_db_generation();
+}
+
+void
+xa_pool_unfence_writes(void)
+{
+    xa_db_set_remote_commit(NULL, NULL);
+    pthread_mutex_lock(&xa_pool_g.lock);
+    xa_pool_g.role = XA_POOL_MASTER;
+    pthread_cond_broadcast(&xa_pool_g.cond);
+    pthread_mutex_unlock(&xa_pool_g.lock);
+}
+
 /* --- master: members' writes ---------------------------------------------*/
+
+/* A member's write that arrives during a hand-over waits for its
+ * outcome (bounded), as this host's own writes do. */
+static enum xa_pool_role
+role_after_handover(void)
+{
+    struct timespec ts;
+    xa_pool_abstime(&ts, 15);
+    pthread_mutex_lock(&xa_pool_g.lock);
+    while (xa_pool_g.role == XA_POOL_HANDOVER && !xa_pool_g.stop &&
+           pthread_cond_timedwait(&xa_pool_g.cond, &xa_pool_g.lock, &ts) == 0) {
+    }
+    enum xa_pool_role r = xa_pool_g.role;
+    pthread_mutex_unlock(&xa_pool_g.lock);
+    return r;
+}
 
 struct xa_error *
 xa_pool_serve_db_write(const char *payload, struct xa_value **ret)
 {
-    if (xa_pool_role() != XA_POOL_MASTER) {
+    if (role_after_handover() != XA_POOL_MASTER) {
         char *m = xa_pool_master_address();
         struct xa_error *e = xa_error_new("HOST_IS_SLAVE", 1, m ? m : "");
         free(m);

@@ -8,6 +8,7 @@ another at https://<its management address>:<the HTTPS port>."""
 import os
 import socket
 import subprocess
+import threading
 import time
 import xmlrpc.client
 
@@ -42,12 +43,15 @@ def shared_ports(addrs):
 class PoolHost(xapilib.Xapid):
     """A xapid on 'address' with the pool's shared ports."""
 
-    def __init__(self, address, http_port, https_port, extra_args=()):
+    def __init__(self, address, http_port, https_port, extra_args=(),
+                 env=None):
         super().__init__(https=True, extra_args=[
             "--pool-heartbeat", HEARTBEAT,
             "--pool-live-timeout", LIVE_TIMEOUT] + list(extra_args))
         self.address = address
         self.fixed = (http_port, https_port)
+        # extra environment (e.g. XAPID_SIM_DELAY_MS) for this host only
+        self.env = dict(env or {})
 
     @property
     def url(self):
@@ -64,10 +68,11 @@ class PoolHost(xapilib.Xapid):
         self.port, self.https_port = self.fixed
         self.stderr_path = os.path.join(self.workdir,
                                         "xapid-%d.stderr" % self.starts)
+        env = dict(os.environ, **self.env) if self.env else None
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(self.command(),
                                          stdin=subprocess.DEVNULL,
-                                         stdout=err, stderr=err)
+                                         stdout=err, stderr=err, env=env)
         self.wait_answering()
         return self
 
@@ -106,23 +111,28 @@ class Pool:
         self.hosts = []
         self.ports = None
 
-    def add(self, n=1, extra_args=()):
+    def add(self, n=1, extra_args=(), env=None, max_hosts=8):
+        """Starts n more hosts; 'max_hosts' is how many addresses the
+        shared ports are checked on when the first hosts start."""
         first = len(self.hosts)
         addrs = ["127.0.0.%d" % (i + 2) for i in range(first, first + n)]
         if self.ports is None:
             self.ports = shared_ports(["127.0.0.%d" % (i + 2)
-                                       for i in range(8)])
+                                       for i in range(max(8, max_hosts))])
         out = []
         for a in addrs:
-            h = PoolHost(a, self.ports[0], self.ports[1], extra_args)
+            h = PoolHost(a, self.ports[0], self.ports[1], extra_args, env)
             self.hosts.append(h)
             h.start()
             out.append(h)
         return out
 
-    def close(self):
+    def close(self, parallel=False):
+        """Stops every host (the members all at once when 'parallel', then
+        the master); one text per host that did not stop cleanly."""
         problems = []
-        for h in self.hosts:
+
+        def stop(h):
             if h.proc is not None:
                 alive = h.alive()
                 rc = h.stop()
@@ -130,6 +140,20 @@ class Pool:
                     problems.append("%s: rc=%r\n%s"
                                     % (h.address, rc, h.stderr_text()))
             h.cleanup()
+
+        if parallel:
+            # the members together, then the first host (the master)
+            threads = [threading.Thread(target=stop, args=(h,))
+                       for h in self.hosts[1:]]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            for h in self.hosts[:1]:
+                stop(h)
+        else:
+            for h in self.hosts:
+                stop(h)
         return problems
 
 
@@ -153,3 +177,156 @@ def join(member, master):
     s.pool.join(master.address, "root", master.password)
     # the member's replica holds the master's pool once the copy is in
     wait_for(lambda: len(member.local_session().host.get_all()) >= 2)
+
+
+# ---- large pools (test_pool_scale.py, tests/bench/bench_pool_scale.py)
+
+# Many hosts share two cores: few threads each, and a heartbeat and live
+# timeout that a busy machine keeps up with.
+SCALE_ARGS = ["--threads", "2", "--workers", "2",
+              "--pool-heartbeat", "1", "--pool-live-timeout", "20"]
+
+
+def start_hosts(pool, n, extra_args=(), env=None, parallel=8):
+    """Adds n hosts to 'pool', starting up to 'parallel' at once."""
+    first = len(pool.hosts)
+    if pool.ports is None:
+        pool.ports = shared_ports(["127.0.0.%d" % (i + 2)
+                                   for i in range(first + n)])
+    hosts = [PoolHost("127.0.0.%d" % (i + 2), pool.ports[0], pool.ports[1],
+                      extra_args, env) for i in range(first, first + n)]
+    pool.hosts.extend(hosts)
+    errors = []
+
+    def run(chunk):
+        for h in chunk:
+            try:
+                h.start()
+            except Exception as e:  # noqa: BLE001 - re-raised below
+                errors.append(e)
+
+    chunks = [hosts[i::parallel] for i in range(parallel)]
+    threads = [threading.Thread(target=run, args=(c,)) for c in chunks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return hosts
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def run_parallel(fn, items, threads=8):
+    """fn(item) for every item from 'threads' threads; the results in
+    order (an exception is re-raised)."""
+    out = [None] * len(items)
+    errors = []
+    lock = threading.Lock()
+    it = iter(enumerate(items))
+
+    def worker():
+        while True:
+            with lock:
+                try:
+                    i, item = next(it)
+                except StopIteration:
+                    return
+            try:
+                out[i] = fn(item)
+            except Exception as e:  # noqa: BLE001 - re-raised below
+                errors.append(e)
+                return
+
+    ts = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if errors:
+        raise errors[0]
+    return out
+
+
+class ThreadSessions:
+    """One XML-RPC connection per thread on one session (Api objects are
+    not thread safe)."""
+
+    def __init__(self, url, ref):
+        self.url = url
+        self.ref = ref
+        self.local = threading.local()
+
+    def get(self):
+        s = getattr(self.local, "s", None)
+        if s is None:
+            s = xapilib.Session(xapilib.Api(self.url, timeout=120), self.ref)
+            self.local.s = s
+        return s
+
+
+def make_vms(master_session, url, n, memory, threads=8, prefix="scale"):
+    """n halted diskless VMs of 'memory' bytes, cloned in parallel."""
+    api = master_session
+    tpl = api.VM.get_by_name_label("Debian Bookworm 12")[0]
+    base = api.VM.clone(tpl, "%s-base" % prefix)
+    api.VM.set_is_a_template(base, False)
+    m = str(memory)
+    api.VM.set_memory_limits(base, m, m, m, m)
+    ts = ThreadSessions(url, api.ref)
+    rest = run_parallel(
+        lambda i: ts.get().VM.clone(base, "%s-%d" % (prefix, i)),
+        list(range(1, n)), threads)
+    return [base] + rest
+
+
+def start_vms(master_session, url, vms, threads=8):
+    ts = ThreadSessions(url, master_session.ref)
+    run_parallel(lambda vm: ts.get().VM.start(vm, False, False), vms,
+                 threads)
+
+
+def replication_lags(api, replicas, vm, rounds):
+    """Seconds from a write's answer on the master to its arrival in
+    every replica, per write."""
+    lags = []
+    for i in range(rounds):
+        label = "lag-%d" % i
+        t0 = time.monotonic()
+        api.VM.set_name_label(vm, label)
+        for r in replicas:
+            wait_for(lambda: r.VM.get_name_label(vm) == label,
+                     timeout=10, interval=0.001)
+        lags.append(time.monotonic() - t0)
+    return lags
+
+
+def jsonrpc(url, method, *params, timeout=60):
+    """One JSON-RPC call (decodes large answers far faster than
+    xmlrpc.client); the result, or XapiError."""
+    import json
+    import urllib.request
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
+                       "params": list(params)}).encode()
+    req = urllib.request.Request(url.rstrip("/") + "/jsonrpc", data=body,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        answer = json.loads(r.read())
+    if "error" in answer and answer["error"]:
+        e = answer["error"]
+        raise xapilib.XapiError([e.get("message", "")] + e.get("data", []))
+    return answer["result"]
+
+
+def vm_digest(url, session_ref, fields=("name_label", "power_state",
+                                        "resident_on")):
+    """{VM ref: (fields...)} from one host's database."""
+    recs = jsonrpc(url, "VM.get_all_records", session_ref)
+    return {ref: tuple(r[f] for f in fields) for ref, r in recs.items()}

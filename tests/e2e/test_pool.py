@@ -112,7 +112,8 @@ def test_replication_lag_under_write_load(pool):
         lags.append(time.monotonic() - t0)
     print("replication lag: median %.1f ms, max %.1f ms"
           % (statistics.median(lags) * 1e3, max(lags) * 1e3))
-    assert max(lags) < 0.1
+    # sanitizer builds run several times slower
+    assert max(lags) < (0.3 if os.environ.get("XA_SANITIZE") else 0.1)
 
 
 def test_vm_start_on_members(pool):
