@@ -24,7 +24,12 @@
  * Devices.  Taps are created here (non-persistent, so they disappear with
  * the QEMU that holds them: a dead QEMU leaves no stray tap), handed to
  * QEMU as file descriptors and put on the network's bridge with
- * xa_net_plug_vif(). */
+ * xa_net_plug_vif().  They are made in the network backend's namespace
+ * (--net-namespace; a tap lives where /dev/net/tun was opened), where
+ * ovs-vswitchd's userspace datapath can open them.  Hot-plug: q35
+ * domains get spare PCIe root ports (hp0..), VBD.plug is blockdev-add +
+ * device_add, VIF.plug a new tap passed with getfd + netdev_add +
+ * device_add; unplug waits for the guest to release the device. */
 #include "hypervisor/kvm/kvm.h"
 
 #include <dirent.h>
@@ -33,6 +38,7 @@
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +57,7 @@
 #include "hypervisor/kvm/qmp.h"
 #include "log.h"
 #include "network/net.h"
+#include "network/netlink.h"
 #include "self.h"
 #include "util.h"
 
@@ -72,6 +79,13 @@
 #define QMP_TIMEOUT       10.0
 #define EXIT_TIMEOUT      10.0
 #define MIGRATE_TIMEOUT   600.0
+/* How long a guest may take to let go of a device on unplug (Linux's
+ * PCIe hot-plug waits 5 s for a cancel before it acts). */
+#define UNPLUG_TIMEOUT    20.0
+/* q35: PCIe root ports for the virtio disks and NICs of these device
+ * numbers (see device_port()). */
+#define DISK_PORTS        6
+#define NIC_PORTS         4
 
 struct kvm_dom {
     char uuid[37];
@@ -81,6 +95,7 @@ struct kvm_dom {
     bool child;    /* forked by this xapid: reap it */
     bool exited;   /* set by the monitor once everything is cleaned up */
     bool expected; /* an operation asked it to go */
+    bool incoming; /* -incoming fd: may still be loading (migrate_receive) */
     enum xa_hv_state state;
     int refs; /* list + monitor + callers; under 'lock' */
     char *dir;
@@ -410,15 +425,23 @@ dom_exited(struct kvm_dom *d)
     epoll_ctl(epfd, EPOLL_CTL_DEL, d->pidfd, NULL);
     close(d->pidfd);
     d->pidfd = -1;
+    /* Taken under the lock: a hot-plug (dom_track_vif) may be changing
+     * the list right now. */
+    char **vifs = d->vifs;
+    size_t n_vifs = d->n_vifs;
+    d->vifs = NULL;
+    d->n_vifs = 0;
     pthread_mutex_unlock(&lock);
-    for (size_t i = 0; i < d->n_vifs; i++) {
-        struct xa_error *err = xa_net_unplug_vif(d->vifs[i]);
+    for (size_t i = 0; i < n_vifs; i++) {
+        struct xa_error *err = xa_net_unplug_vif(vifs[i]);
         if (err) {
-            xa_log_warn(MOD, "VM %s: unplugging VIF %s: %s", d->uuid,
-                        d->vifs[i], err->code);
+            xa_log_warn(MOD, "VM %s: unplugging VIF %s: %s", d->uuid, vifs[i],
+                        err->code);
             xa_error_free(err);
         }
+        free(vifs[i]);
     }
+    free(vifs);
     rm_rf_flat(d->dir);
     pthread_mutex_lock(&lock);
     bool expected = d->expected;
@@ -576,28 +599,37 @@ qemu_binary(void)
     return b && *b ? b : "qemu-system-x86_64";
 }
 
-/* Creates the non-persistent tap 'name' (up, with 'mtu' when > 0) and
- * returns its fd. */
-static struct xa_error *
-tap_open(const char *name, int64_t mtu, int *ret_fd)
+/* A tap to create: what tap_create() needs and gives back. */
+struct tap_req {
+    const char *name;
+    int64_t mtu;
+    const char *netns; /* the namespace file, or NULL for xapid's own */
+    int fd;
+    struct xa_error *err;
+};
+
+/* Creates the non-persistent tap 'r->name' (up, with 'r->mtu' when > 0)
+ * in the calling thread's network namespace. */
+static void
+tap_create(struct tap_req *r)
 {
     int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
     if (fd < 0) {
-        return xa_error_internal("/dev/net/tun: %s", strerror(errno));
+        r->err = xa_error_internal("/dev/net/tun: %s", strerror(errno));
+        return;
     }
     struct ifreq ifr = {0};
     ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
-    snprintf(ifr.ifr_name, IFNAMSIZ, "%s", name);
+    snprintf(ifr.ifr_name, IFNAMSIZ, "%s", r->name);
     if (ioctl(fd, TUNSETIFF, &ifr) != 0) {
-        struct xa_error *e =
-            xa_error_internal("tap %s: %s", name, strerror(errno));
+        r->err = xa_error_internal("tap %s: %s", r->name, strerror(errno));
         close(fd);
-        return e;
+        return;
     }
     int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (s >= 0) {
-        if (mtu > 0) {
-            ifr.ifr_mtu = (int)mtu;
+        if (r->mtu > 0) {
+            ifr.ifr_mtu = (int)r->mtu;
             ioctl(s, SIOCSIFMTU, &ifr);
         }
         if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
@@ -606,8 +638,46 @@ tap_open(const char *name, int64_t mtu, int *ret_fd)
         }
         close(s);
     }
-    *ret_fd = fd;
+    r->fd = fd;
+}
+
+/* Thread body: enters the namespace first (setns() moves only the calling
+ * thread; a tap lives in the namespace /dev/net/tun was opened in). */
+static void *
+tap_create_in_netns(void *arg)
+{
+    struct tap_req *r = arg;
+    int ns = open(r->netns, O_RDONLY | O_CLOEXEC);
+    if (ns < 0 || setns(ns, CLONE_NEWNET) != 0) {
+        r->err = xa_error_internal("network namespace %s: %s", r->netns,
+                                   strerror(errno));
+    } else {
+        tap_create(r);
+    }
+    if (ns >= 0) {
+        close(ns);
+    }
     return NULL;
+}
+
+/* Creates the tap 'name' where the network backend sees the host's
+ * interfaces (its namespace, when xapid was given one: there the
+ * switch can open it) and returns its fd. */
+static struct xa_error *
+tap_open(const char *name, int64_t mtu, int *ret_fd)
+{
+    struct tap_req r = {name, mtu, xa_nl_netns(), -1, NULL};
+    if (r.netns) {
+        pthread_t th;
+        if (pthread_create(&th, NULL, tap_create_in_netns, &r) != 0) {
+            return xa_error_internal("tap %s: cannot start a thread", name);
+        }
+        pthread_join(th, NULL);
+    } else {
+        tap_create(&r);
+    }
+    *ret_fd = r.fd;
+    return r.err;
 }
 
 /* Where a running VM's domain starts from. */
@@ -623,6 +693,22 @@ struct spawn {
     const char *incoming;
     int incoming_fd;
 };
+
+/* The q35 root port of the virtio device number 'device' ("pvbd2" for
+ * disk 2, "pnic0" for NIC 0), or NULL when it has none (beyond 'n').
+ * A device always sits in its own port, whether on the command line or
+ * hot-plugged, so that QEMU rebuilt from the VM's devices (resume, a
+ * migration's destination) has the very topology of the one it replaces. */
+static char *
+device_port(const char *prefix, const char *device, int n)
+{
+    char *end = NULL;
+    long d = strtol(device, &end, 10);
+    if (!*device || *end || d < 0 || d >= n) {
+        return NULL;
+    }
+    return xa_asprintf("%s%ld", prefix, d);
+}
 
 /* Fills 'a' with QEMU's command line for 'cfg'; 'tap_fds' are the fds of
  * the NICs' taps, in order. */
@@ -687,6 +773,17 @@ build_argv(struct argv *a, const struct spawn *sp, const struct kvm_dom *d,
     if (cfg->hvm && !micro) {
         args(a, "-device", xa_strdup("VGA"));
     }
+    /* q35 hot-plugs into PCIe root ports only (not the root complex):
+     * one per possible virtio disk and NIC, used or not (device_port()),
+     * no I/O window (virtio 1.0 on PCIe has no I/O BAR). */
+    bool q35 = strstr(machine, "q35") != NULL;
+    for (int i = 0; q35 && i < DISK_PORTS + NIC_PORTS; i++) {
+        bool disk = i < DISK_PORTS;
+        args(a, "-device",
+             xa_asprintf("pcie-root-port,id=%s%d,chassis=%d,io-reserve=0",
+                         disk ? "pvbd" : "pnic", disk ? i : i - DISK_PORTS,
+                         i + 1));
+    }
     if (direct) {
         args(a, "-kernel", xa_strdup(cfg->kernel));
         if (cfg->ramdisk && *cfg->ramdisk) {
@@ -735,29 +832,39 @@ build_argv(struct argv *a, const struct spawn *sp, const struct kvm_dom *d,
         }
         if (micro) {
             args(a, "-device",
-                 xa_asprintf("virtio-blk-device,drive=drive%zu", i));
+                 xa_asprintf("virtio-blk-device,drive=drive%zu,id=vbd%s", i,
+                             k->device));
         } else if (virtio) {
+            char *port =
+                q35 ? device_port("pvbd", k->device, DISK_PORTS) : NULL;
             args(a, "-device",
-                 xa_asprintf("virtio-blk-pci,drive=drive%zu%s", i, boot));
+                 xa_asprintf("virtio-blk-pci,drive=drive%zu,id=vbd%s%s%s%s", i,
+                             k->device, port ? ",addr=0,bus=" : "",
+                             port ? port : "", boot));
+            free(port);
         } else {
             args(a, "-device",
-                 xa_asprintf("%s,drive=drive%zu,bus=ide.%d%s",
-                             k->cdrom ? "ide-cd" : "ide-hd", i, ide_bus++,
-                             boot));
+                 xa_asprintf("%s,drive=drive%zu,id=vbd%s,bus=ide.%d%s",
+                             k->cdrom ? "ide-cd" : "ide-hd", i, k->device,
+                             ide_bus++, boot));
         }
     }
     for (size_t i = 0; i < cfg->n_nics; i++) {
         const struct xa_hv_nic *n = &cfg->nics[i];
-        args(a, "-netdev",
-             xa_asprintf("tap,id=net%zu,fd=%d,vhost=off", i, tap_fds[i]));
+        args(
+            a, "-netdev",
+            xa_asprintf("tap,id=net%s,fd=%d,vhost=off", n->device, tap_fds[i]));
         char boot[32] = "";
         if (net_index && !micro) {
             snprintf(boot, sizeof boot, ",bootindex=%d", net_index++);
         }
+        char *port = q35 ? device_port("pnic", n->device, NIC_PORTS) : NULL;
         args(a, "-device",
-             xa_asprintf("%s,netdev=net%zu,mac=%s%s",
-                         micro ? "virtio-net-device" : "virtio-net-pci", i,
-                         n->mac, boot));
+             xa_asprintf("%s,netdev=net%s,id=nic%s,mac=%s%s%s%s",
+                         micro ? "virtio-net-device" : "virtio-net-pci",
+                         n->device, n->device, n->mac,
+                         port ? ",addr=0,bus=" : "", port ? port : "", boot));
+        free(port);
     }
     if (sp->from == BOOT_FILE) {
         char *q = sh_quote(sp->incoming);
@@ -796,12 +903,23 @@ fork_qemu(char **av, int log_fd, int null_fd, const int *keep, size_t n_keep)
     _exit(127);
 }
 
+/* How long a starting QEMU may take to answer on its monitor:
+ * QMP_START_TIMEOUT, or XAPID_QMP_START_TIMEOUT seconds (the tests of a
+ * QEMU that never answers set it short). */
+static double
+qmp_start_timeout(void)
+{
+    const char *s = getenv("XAPID_QMP_START_TIMEOUT");
+    double t = s && *s ? atof(s) : 0;
+    return t > 0 ? t : QMP_START_TIMEOUT;
+}
+
 /* Waits for the monitor of a starting QEMU and checks its state. */
 static struct xa_error *
 await_monitor(struct kvm_dom *d, struct xa_qmp **ret)
 {
     char *path = dom_file(d, "qmp.sock");
-    double deadline = xa_monotonic() + QMP_START_TIMEOUT;
+    double deadline = xa_monotonic() + qmp_start_timeout();
     struct xa_error *err = NULL;
     for (;;) {
         pthread_mutex_lock(&lock);
@@ -813,7 +931,10 @@ await_monitor(struct kvm_dom *d, struct xa_qmp **ret)
             free(tail);
             break;
         }
-        err = xa_qmp_open(path, QMP_TIMEOUT, ret);
+        double left = deadline - xa_monotonic();
+        err = xa_qmp_open(
+            path, left < 0.1 ? 0.1 : (left < QMP_TIMEOUT ? left : QMP_TIMEOUT),
+            ret);
         if (!err) {
             break;
         }
@@ -997,7 +1118,9 @@ spawn(const struct spawn *sp, int64_t *ret_domid)
     if (!err) {
         err = await_monitor(d, &q);
     }
-    if (!err && sp->from != BOOT_FRESH) {
+    /* A migration stream arrives later: kvm_unpause() waits for it. */
+    d->incoming = sp->from == BOOT_FD;
+    if (!err && sp->from == BOOT_FILE) {
         err = await_incoming(d, q);
     }
     xa_qmp_close(q);
@@ -1322,10 +1445,38 @@ run_state_command(const char *uuid, const char *command, enum xa_hv_state s)
     return err;
 }
 
+/* The end of the stream of a domain built by migrate_receive: QEMU
+ * leaves "inmigrate" once it has loaded everything (or failed to). */
+static struct xa_error *
+await_migrated_in(const char *uuid)
+{
+    struct kvm_dom *d = dom_get(uuid);
+    if (!d) {
+        return no_domain(uuid);
+    }
+    pthread_mutex_lock(&d->op);
+    struct xa_error *err = NULL;
+    if (d->incoming) {
+        char *path = dom_file(d, "qmp.sock");
+        struct xa_qmp *q = NULL;
+        err = xa_qmp_open(path, QMP_TIMEOUT, &q);
+        free(path);
+        if (!err) {
+            err = await_incoming(d, q);
+        }
+        xa_qmp_close(q);
+        d->incoming = err != NULL;
+    }
+    pthread_mutex_unlock(&d->op);
+    dom_unref(d);
+    return err;
+}
+
 static struct xa_error *
 kvm_unpause(const char *uuid)
 {
-    return run_state_command(uuid, "cont", XA_HV_RUNNING);
+    struct xa_error *err = await_migrated_in(uuid);
+    return err ? err : run_state_command(uuid, "cont", XA_HV_RUNNING);
 }
 
 static struct xa_error *
@@ -1431,9 +1582,17 @@ migrate_out(struct kvm_dom *d, const char *uri, int64_t downtime_ms,
         }
         err = xa_qmp_call(q, "migrate-set-parameters", p, QMP_TIMEOUT, NULL);
     }
+    /* "xapid-fd:N": our descriptor N carries the stream (mig_stream.c) */
+    bool pass_fd = xa_str_has_prefix(uri, "xapid-fd:");
+    if (!err && pass_fd) {
+        json_object *g = json_object_new_object();
+        json_object_object_add(g, "fdname", json_object_new_string("mig"));
+        err = xa_qmp_call_fd(q, "getfd", g, atoi(uri + 9), QMP_TIMEOUT, NULL);
+    }
     if (!err) {
         json_object *m = json_object_new_object();
-        json_object_object_add(m, "uri", json_object_new_string(uri));
+        json_object_object_add(
+            m, "uri", json_object_new_string(pass_fd ? "fd:mig" : uri));
         err = xa_qmp_call(q, "migrate", m, QMP_TIMEOUT, NULL);
     }
     double deadline = xa_monotonic() + MIGRATE_TIMEOUT;
@@ -1558,8 +1717,40 @@ kvm_resume(const struct xa_hv_domain_config *cfg, const char *path,
     return err;
 }
 
-/* 'url' is a QEMU migration URI ("tcp:HOST:PORT", "unix:PATH") optionally
- * followed by "?downtime_ms=N&bandwidth=BYTES_PER_S". */
+/* After a failed live migration: the guest runs on here.  QEMU may
+ * still be finishing the migration ("finish-migrate": "cont" is refused
+ * then) or restart the guest itself; "cont" until it runs. */
+static void
+resume_after_migrate(struct kvm_dom *d)
+{
+    for (int i = 0; i < 100; i++) {
+        json_object *st = NULL;
+        struct xa_error *err = dom_command(d, "query-status", NULL, &st);
+        const char *s = err ? NULL : json_str(st, "status");
+        bool running = s && strcmp(s, "running") == 0;
+        bool busy = s && strcmp(s, "finish-migrate") == 0;
+        json_object_put(st);
+        xa_error_free(err);
+        if (running) {
+            set_state(d, XA_HV_RUNNING);
+            return;
+        }
+        if (!busy) {
+            xa_error_free(dom_command(d, "cont", NULL, NULL));
+        }
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    xa_log_err(MOD, "VM %s: not running again after a failed migration",
+               d->uuid);
+}
+
+/* 'url' is a QEMU migration URI ("tcp:HOST:PORT", "unix:PATH"; or
+ * "xapid-fd:N", a descriptor of this process passed to QEMU) optionally
+ * followed by "?downtime_ms=N&bandwidth=BYTES_PER_S&hold=1".  With hold,
+ * a completed migration leaves QEMU stopped ("postmigrate") instead of
+ * killing it: the caller destroys it once the destination runs the
+ * guest, or unpauses it ("cont" restarts the source) if that failed. */
 static struct xa_error *
 kvm_migrate_send(const char *uuid, const char *url, bool live)
 {
@@ -1569,6 +1760,7 @@ kvm_migrate_send(const char *uuid, const char *url, bool live)
     }
     char *uri = xa_strdup(url);
     int64_t downtime = 0, bandwidth = 0;
+    bool hold = false;
     char *qs = strchr(uri, '?');
     if (qs) {
         *qs++ = '\0';
@@ -1577,6 +1769,8 @@ kvm_migrate_send(const char *uuid, const char *url, bool live)
                 downtime = atoll(kv + 12);
             } else if (strncmp(kv, "bandwidth=", 10) == 0) {
                 bandwidth = atoll(kv + 10);
+            } else if (strcmp(kv, "hold=1") == 0) {
+                hold = true;
             }
         }
     }
@@ -1596,7 +1790,13 @@ kvm_migrate_send(const char *uuid, const char *url, bool live)
                     "%lld bytes",
                     uuid, (long long)s.total_ms, (long long)s.downtime_ms,
                     (long long)s.transferred);
-        dom_kill(d);
+        if (hold) {
+            set_state(d, XA_HV_PAUSED);
+        } else {
+            dom_kill(d);
+        }
+    } else if (live) {
+        resume_after_migrate(d);
     } else {
         xa_error_free(dom_command(d, "cont", NULL, NULL));
     }
@@ -1612,6 +1812,20 @@ kvm_migrate_receive(const struct xa_hv_domain_config *cfg, int fd,
 {
     struct spawn sp = {cfg, BOOT_FD, NULL, fd};
     return spawn(&sp, domid);
+}
+
+static bool
+kvm_last_migration(const char *uuid, struct xa_hv_migration_stats *out)
+{
+    struct xa_kvm_migration_stats s;
+    if (!xa_kvm_last_migration(uuid, &s)) {
+        return false;
+    }
+    memset(out, 0, sizeof *out);
+    out->total_ms = s.total_ms;
+    out->downtime_ms = s.downtime_ms;
+    out->transferred = s.transferred;
+    return true;
 }
 
 static void
@@ -1683,6 +1897,279 @@ kvm_console(const char *uuid, enum xa_hv_console_kind kind, char **endpoint)
     return NULL;
 }
 
+/* ---- hot-plug ------------------------------------------------------------ */
+
+/* device_add of 'props' (a "driver" and its properties; taken) into the
+ * root port 'port' (device_port()), slot 0, the only one it has. */
+static struct xa_error *
+hotplug_device(struct xa_qmp *q, json_object *props, const char *port,
+               const char *device)
+{
+    if (!port) {
+        json_object_put(props);
+        return xa_error_internal("QEMU has no hot-plug slot for device %s "
+                                 "(q35 machines only: disks 0-%d, NICs 0-%d)",
+                                 device, DISK_PORTS - 1, NIC_PORTS - 1);
+    }
+    json_object_object_add(props, "bus", json_object_new_string(port));
+    json_object_object_add(props, "addr", json_object_new_string("0"));
+    return xa_qmp_call(q, "device_add", props, QMP_TIMEOUT, NULL);
+}
+
+/* device_del of 'id', then waits for the guest to let it go. */
+static struct xa_error *
+unplug_device(struct xa_qmp *q, const char *uuid, const char *id)
+{
+    json_object *a = json_object_new_object();
+    json_object_object_add(a, "id", json_object_new_string(id));
+    struct xa_error *err = xa_qmp_call(q, "device_del", a, QMP_TIMEOUT, NULL);
+    double deadline = xa_monotonic() + UNPLUG_TIMEOUT;
+    while (!err) {
+        double left = deadline - xa_monotonic();
+        json_object *data = NULL;
+        if (left <= 0 || !xa_qmp_wait_event(q, "DEVICE_DELETED", left, &data)) {
+            err = xa_error_internal("VM %s: the guest did not release device "
+                                    "%s (no hot-plug support in the guest?)",
+                                    uuid, id);
+            break;
+        }
+        const char *dev = json_str(data, "device");
+        bool ours = dev && strcmp(dev, id) == 0;
+        json_object_put(data);
+        if (ours) {
+            break;
+        }
+    }
+    return err;
+}
+
+static json_object *
+json_pairs(const char *k1, json_object *v1, const char *k2, json_object *v2)
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, k1, v1);
+    if (k2) {
+        json_object_object_add(o, k2, v2);
+    }
+    return o;
+}
+
+/* Runs 'fn' on 'uuid's QEMU with a monitor connection, under its
+ * operation lock. */
+static struct xa_error *
+with_monitor(const char *uuid,
+             struct xa_error *(*fn)(struct kvm_dom *d, struct xa_qmp *q,
+                                    const void *arg),
+             const void *arg)
+{
+    struct kvm_dom *d = dom_get(uuid);
+    if (!d) {
+        return no_domain(uuid);
+    }
+    pthread_mutex_lock(&d->op);
+    char *path = dom_file(d, "qmp.sock");
+    struct xa_qmp *q = NULL;
+    struct xa_error *err = xa_qmp_open(path, QMP_TIMEOUT, &q);
+    free(path);
+    if (!err) {
+        err = fn(d, q, arg);
+    }
+    xa_qmp_close(q);
+    pthread_mutex_unlock(&d->op);
+    dom_unref(d);
+    return err;
+}
+
+static struct xa_error *
+plug_disk_on(struct kvm_dom *d, struct xa_qmp *q, const void *arg)
+{
+    XA_UNUSED(d);
+    const struct xa_hv_disk *k = arg;
+    if (k->cdrom || !k->path) {
+        return xa_error_internal("QEMU cannot hot-plug a CD drive (IDE)");
+    }
+    struct stat st;
+    bool blk = stat(k->path, &st) == 0 && S_ISBLK(st.st_mode);
+    char node[32];
+    snprintf(node, sizeof node, "vbd%s", k->device);
+    json_object *file = json_pairs(
+        "driver", json_object_new_string(blk ? "host_device" : "file"),
+        "filename", json_object_new_string(k->path));
+    json_object *bd = json_pairs(
+        "driver",
+        json_object_new_string(k->format && *k->format ? k->format : "raw"),
+        "node-name", json_object_new_string(node));
+    json_object_object_add(bd, "file", file);
+    json_object_object_add(bd, "read-only",
+                           json_object_new_boolean(k->read_only));
+    struct xa_error *err =
+        xa_qmp_call(q, "blockdev-add", bd, QMP_TIMEOUT, NULL);
+    if (!err) {
+        json_object *dev =
+            json_pairs("driver", json_object_new_string("virtio-blk-pci"),
+                       "drive", json_object_new_string(node));
+        json_object_object_add(dev, "id", json_object_new_string(node));
+        char *port = device_port("pvbd", k->device, DISK_PORTS);
+        err = hotplug_device(q, dev, port, k->device);
+        free(port);
+        if (err) {
+            xa_error_free(xa_qmp_call(q, "blockdev-del",
+                                      json_pairs("node-name",
+                                                 json_object_new_string(node),
+                                                 NULL, NULL),
+                                      QMP_TIMEOUT, NULL));
+        }
+    }
+    return err;
+}
+
+static struct xa_error *
+unplug_disk_on(struct kvm_dom *d, struct xa_qmp *q, const void *arg)
+{
+    char id[32];
+    snprintf(id, sizeof id, "vbd%s", (const char *)arg);
+    struct xa_error *err = unplug_device(q, d->uuid, id);
+    if (!err) {
+        /* A hot-plugged disk's node; a disk of the command line (-drive)
+         * went with its device, so an error here means nothing. */
+        xa_error_free(xa_qmp_call(
+            q, "blockdev-del",
+            json_pairs("node-name", json_object_new_string(id), NULL, NULL),
+            QMP_TIMEOUT, NULL));
+    }
+    return err;
+}
+
+static struct xa_error *
+kvm_plug_disk(const char *uuid, const struct xa_hv_disk *disk)
+{
+    return with_monitor(uuid, plug_disk_on, disk);
+}
+
+static struct xa_error *
+kvm_unplug_disk(const char *uuid, const char *device)
+{
+    return with_monitor(uuid, unplug_disk_on, device);
+}
+
+/* Adds (or, 'add' false, drops) 'vif' to the VIFs 'd' put on bridges. */
+static void
+dom_track_vif(struct kvm_dom *d, const char *vif, bool add)
+{
+    pthread_mutex_lock(&lock);
+    for (size_t i = 0; i < d->n_vifs; i++) {
+        if (strcmp(d->vifs[i], vif) == 0) {
+            free(d->vifs[i]);
+            d->vifs[i] = d->vifs[--d->n_vifs];
+            break;
+        }
+    }
+    if (add) {
+        d->vifs = xa_realloc(d->vifs, (d->n_vifs + 1) * sizeof *d->vifs);
+        d->vifs[d->n_vifs++] = xa_strdup(vif);
+    }
+    meta_write(d); /* for a restarted xapid: which VIFs to unplug */
+    pthread_mutex_unlock(&lock);
+}
+
+/* A new tap, handed to QEMU (getfd) as the backend of a new virtio NIC,
+ * then put on the network's bridge. */
+static struct xa_error *
+plug_nic_on(struct kvm_dom *d, struct xa_qmp *q, const void *arg)
+{
+    const struct xa_hv_nic *n = arg;
+    char *tap = xa_asprintf("tap%lld.%s", (long long)d->domid, n->device);
+    char *netdev = xa_asprintf("net%s", n->device);
+    char *id = xa_asprintf("nic%s", n->device);
+    int fd = -1;
+    struct xa_error *err = tap_open(tap, n->mtu, &fd);
+    if (!err) {
+        err = xa_qmp_call_fd(
+            q, "getfd",
+            json_pairs("fdname", json_object_new_string(netdev), NULL, NULL),
+            fd, QMP_TIMEOUT, NULL);
+        close(fd); /* QEMU holds it now (or nothing does: the tap goes) */
+    }
+    if (!err) {
+        json_object *nd = json_pairs("type", json_object_new_string("tap"),
+                                     "id", json_object_new_string(netdev));
+        json_object_object_add(nd, "fd", json_object_new_string(netdev));
+        json_object_object_add(nd, "vhost", json_object_new_boolean(false));
+        err = xa_qmp_call(q, "netdev_add", nd, QMP_TIMEOUT, NULL);
+        if (err) {
+            xa_error_free(
+                xa_qmp_call(q, "closefd",
+                            json_pairs("fdname", json_object_new_string(netdev),
+                                       NULL, NULL),
+                            QMP_TIMEOUT, NULL));
+        }
+    }
+    if (!err) {
+        json_object *dev =
+            json_pairs("driver", json_object_new_string("virtio-net-pci"),
+                       "netdev", json_object_new_string(netdev));
+        json_object_object_add(dev, "id", json_object_new_string(id));
+        json_object_object_add(dev, "mac", json_object_new_string(n->mac));
+        char *port = device_port("pnic", n->device, NIC_PORTS);
+        err = hotplug_device(q, dev, port, n->device);
+        free(port);
+        if (err) {
+            xa_error_free(xa_qmp_call(
+                q, "netdev_del",
+                json_pairs("id", json_object_new_string(netdev), NULL, NULL),
+                QMP_TIMEOUT, NULL));
+        }
+    }
+    char *vif = err ? NULL : vif_ref_of(d->uuid, n->device);
+    if (vif) {
+        dom_track_vif(d, vif, true);
+        err = xa_net_plug_vif(vif, tap);
+    }
+    free(vif);
+    free(tap);
+    free(netdev);
+    free(id);
+    return err;
+}
+
+/* The NIC goes (the guest lets go of it), then its netdev, whose tap
+ * vanishes with QEMU's descriptor, then its switch port. */
+static struct xa_error *
+unplug_nic_on(struct kvm_dom *d, struct xa_qmp *q, const void *arg)
+{
+    const char *device = arg;
+    char *id = xa_asprintf("nic%s", device);
+    char *netdev = xa_asprintf("net%s", device);
+    struct xa_error *err = unplug_device(q, d->uuid, id);
+    if (!err) {
+        err = xa_qmp_call(
+            q, "netdev_del",
+            json_pairs("id", json_object_new_string(netdev), NULL, NULL),
+            QMP_TIMEOUT, NULL);
+    }
+    char *vif = err ? NULL : vif_ref_of(d->uuid, device);
+    if (vif) {
+        dom_track_vif(d, vif, false);
+        err = xa_net_unplug_vif(vif);
+    }
+    free(vif);
+    free(id);
+    free(netdev);
+    return err;
+}
+
+static struct xa_error *
+kvm_plug_nic(const char *uuid, const struct xa_hv_nic *nic)
+{
+    return with_monitor(uuid, plug_nic_on, nic);
+}
+
+static struct xa_error *
+kvm_unplug_nic(const char *uuid, const char *device)
+{
+    return with_monitor(uuid, unplug_nic_on, device);
+}
+
 const struct xa_hv_driver xa_hv_kvm_driver = {
     .name = "kvm",
     .init = kvm_init,
@@ -1698,8 +2185,13 @@ const struct xa_hv_driver xa_hv_kvm_driver = {
     .resume = kvm_resume,
     .migrate_send = kvm_migrate_send,
     .migrate_receive = kvm_migrate_receive,
+    .last_migration = kvm_last_migration,
     .list = kvm_list,
     .get_info = kvm_get_info,
     .guest_info = kvm_guest_info,
     .console = kvm_console,
+    .plug_disk = kvm_plug_disk,
+    .unplug_disk = kvm_unplug_disk,
+    .plug_nic = kvm_plug_nic,
+    .unplug_nic = kvm_unplug_nic,
 };

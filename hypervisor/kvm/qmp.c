@@ -110,6 +110,37 @@ send_all(int fd, const char *s, size_t n)
     return NULL;
 }
 
+/* Sends 'line' with the file descriptor 'fd' attached (SCM_RIGHTS), the
+ * way QMP's getfd and add-fd receive descriptors. */
+static struct xa_error *
+send_with_fd(int sock, const char *line, size_t n, int fd)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } ctl;
+    memset(&ctl, 0, sizeof ctl);
+    struct iovec iov = {.iov_base = (void *)line, .iov_len = n};
+    struct msghdr msg = {.msg_iov = &iov,
+                         .msg_iovlen = 1,
+                         .msg_control = ctl.buf,
+                         .msg_controllen = sizeof ctl.buf};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    ssize_t w;
+    do {
+        w = sendmsg(sock, &msg, MSG_NOSIGNAL);
+    } while (w < 0 && errno == EINTR);
+    if (w <= 0) {
+        return xa_error_internal("QMP: sendmsg: %s", strerror(errno));
+    }
+    /* The descriptor went with the first byte; the rest is plain. */
+    return send_all(sock, line + w, n - (size_t)w);
+}
+
 struct xa_error *
 xa_qmp_open(const char *path, double timeout, struct xa_qmp **ret)
 {
@@ -168,6 +199,13 @@ struct xa_error *
 xa_qmp_call(struct xa_qmp *q, const char *command, json_object *args,
             double timeout, json_object **ret)
 {
+    return xa_qmp_call_fd(q, command, args, -1, timeout, ret);
+}
+
+struct xa_error *
+xa_qmp_call_fd(struct xa_qmp *q, const char *command, json_object *args, int fd,
+               double timeout, json_object **ret)
+{
     if (ret) {
         *ret = NULL;
     }
@@ -184,7 +222,8 @@ xa_qmp_call(struct xa_qmp *q, const char *command, json_object *args,
         json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
     char *line = xa_asprintf("%s\n", text);
     json_object_put(req);
-    struct xa_error *err = send_all(q->fd, line, strlen(line));
+    struct xa_error *err = fd >= 0 ? send_with_fd(q->fd, line, strlen(line), fd)
+                                   : send_all(q->fd, line, strlen(line));
     free(line);
     double deadline = xa_monotonic() + timeout;
     while (!err) {

@@ -32,6 +32,12 @@ struct xa_error *xa_qmp_call(struct xa_qmp *q, const char *command,
                              json_object *args, double timeout,
                              json_object **ret) XA_WARN_UNUSED;
 
+/* xa_qmp_call() passing 'fd' (a descriptor of ours, left open) along
+ * with the command, for getfd and add-fd; -1 passes none. */
+struct xa_error *xa_qmp_call_fd(struct xa_qmp *q, const char *command,
+                                json_object *args, int fd, double timeout,
+                                json_object **ret) XA_WARN_UNUSED;
+
 /* Waits up to 'timeout' seconds for the event 'name' (one seen earlier on
  * this connection counts); true when it came.  '*data' (may be NULL)
  * receives its "data" member, to put. */
