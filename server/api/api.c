@@ -2,6 +2,7 @@
 #include "api/api.h"
 
 #include "api/vm.h"
+#include "api/vm_migrate.h"
 
 void
 xa_api_init(void)
@@ -9,4 +10,5 @@ xa_api_init(void)
     /* Class modules add their registration calls here as they land. */
     xa_vm_startup();
     xa_console_http_init();
+    xa_mig_stream_init();
 }

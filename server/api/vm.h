@@ -115,6 +115,11 @@ void xa_vm_op_cancel(const char *vm, const char *task);
 struct xa_error *xa_vm_force_state(struct xa_txn *t, const char *vm,
                                    const char *power_state);
 
+/* Records that the hypervisor rebuilt a VM's domain by itself (a reboot
+ * the guest asked for): Running, 'domid', VM_metrics restarted. */
+struct xa_error *xa_vm_record_rebooted(struct xa_txn *t, const char *vm,
+                                       int64_t domid);
+
 /* Rewrites host_metrics.memory_free (and memory_total) from the driver's
  * view, minus the memory of operations still in flight. */
 void xa_vm_refresh_host_memory(void);

@@ -1112,6 +1112,14 @@ record_live(struct xa_txn *t, const char *vm, int64_t domid, bool paused,
     return err;
 }
 
+/* A domain that its hypervisor rebuilt on its own (the guest rebooted
+ * itself, actions_after_reboot=restart): running as 'domid' now. */
+struct xa_error *
+xa_vm_record_rebooted(struct xa_txn *t, const char *vm, int64_t domid)
+{
+    return record_live(t, vm, domid, false, NULL, true);
+}
+
 /* --- the operations ----------------------------------------------------- */
 
 static char *
@@ -1808,12 +1816,12 @@ xa_vm_lifecycle_init(void)
 /* --- migration (vm_migrate.c) -------------------------------------------- */
 
 struct xa_error *
-xa_vm_migrate_build(const char *vm, int64_t *domid)
+xa_vm_migrate_build(const char *vm, int fd, int64_t *domid)
 {
     struct dom_cfg d;
     struct xa_error *err = dom_cfg_read(vm, &d);
     if (!err) {
-        err = xa_hv_migrate_receive("VM.pool_migrate", &d.c, -1, domid);
+        err = xa_hv_migrate_receive("VM.pool_migrate", &d.c, fd, domid);
     }
     dom_cfg_free(&d);
     return err;

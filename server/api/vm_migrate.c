@@ -5,15 +5,30 @@
  *
  * The figures of the last migration of a VM go into its other_config
  * (last_migration_downtime_ms, last_migration_total_ms,
- * last_migration_bytes, last_migration_rounds), where they survive the
- * task and can be read from any host of the pool. */
+ * last_migration_bytes, last_migration_rounds, and
+ * last_migration_switch_ms: from the end of the send to the guest
+ * running on the destination, which the driver's downtime leaves out),
+ * where they survive the task and can be read from any host of the pool.
+ *
+ * With the kvm driver the memory travels as a stream (mig_stream.c):
+ * prepare answers "xapid-stream:TOKEN", the source dials the
+ * destination's HTTPS port with it, QEMU sends into a unix socket the
+ * source relays, and the source's QEMU is held stopped after the send
+ * until commit says the destination runs the guest (else it goes on
+ * here).  VM.pool_migrate's options tune it: "downtime_ms" (QEMU's
+ * downtime-limit) and "bandwidth" (bytes/s, max-bandwidth); absent, the
+ * pool's other_config "migration_downtime_ms" / "migration_bandwidth",
+ * else QEMU's 300 ms and no bandwidth limit. */
 #include "api/vm_migrate.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "api/net-api.h"
 #include "api/vm.h"
@@ -31,6 +46,8 @@
  * (xapi's evacuation_batch_size default). */
 #define DEFAULT_BATCH 10
 #define MAX_BATCH     64
+
+#define STREAM_URL "xapid-stream:"
 
 /* --- checks -------------------------------------------------------------- */
 
@@ -188,8 +205,18 @@ check_in_begin(struct xa_txn *t, const char *vm, void *ctx)
 /* Incoming domains between prepare and commit/abort, by VM ref. */
 struct incoming {
     int64_t domid;
-    bool local; /* the source is this host: the domain is the old one */
+    bool local;  /* the source is this host: the domain is the old one */
+    char *token; /* the stream this domain waits for (mig_stream.c) */
 };
+
+static void
+incoming_free(struct incoming *in)
+{
+    if (in) {
+        free(in->token);
+        free(in);
+    }
+}
 
 static pthread_mutex_t incoming_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct xa_hmap incoming; /* VM ref -> struct incoming */
@@ -216,28 +243,55 @@ uuid_of(const char *vm)
     return u;
 }
 
+/* Drivers that take the memory as a byte stream (the simulator needs
+ * none; a localhost migration keeps its domain). */
+static bool
+driver_streams(bool local)
+{
+    return !local && strcmp(xa_hv_name(), "kvm") == 0;
+}
+
 static struct xa_error *
 in_prepare(const char *vm, bool local, char **url)
 {
     int64_t domid = -1;
-    struct xa_error *err = xa_vm_migrate_build(vm, &domid);
+    int sv[2] = {-1, -1};
+    if (driver_streams(local) &&
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        return xa_error_internal("socketpair: %s", strerror(errno));
+    }
+    struct xa_error *err = xa_vm_migrate_build(vm, sv[0], &domid);
+    if (sv[0] >= 0) {
+        close(sv[0]); /* the domain has its own copy */
+    }
     if (err) {
+        if (sv[1] >= 0) {
+            close(sv[1]);
+        }
         return err;
     }
     struct incoming *in = xa_calloc(1, sizeof *in);
     in->domid = domid;
     in->local = local;
+    in->token = sv[1] >= 0 ? xa_mig_stream_expect(sv[1]) : NULL;
     pthread_mutex_lock(&incoming_lock);
     if (!incoming_init) {
         xa_hmap_init(&incoming);
         incoming_init = true;
     }
-    free(xa_hmap_get(&incoming, vm)); /* a stale prepare of the same VM */
+    struct incoming *stale = xa_hmap_get(&incoming, vm);
+    if (stale && stale->token) {
+        xa_mig_stream_forget(stale->token);
+    }
+    incoming_free(stale); /* a stale prepare of the same VM */
     xa_hmap_put(&incoming, vm, in);
     pthread_mutex_unlock(&incoming_lock);
     xa_vm_refresh_host_memory();
-    /* what a real sender would connect to; the simulator ignores it */
-    *url = xa_asprintf("xapid-migrate:%s:%" PRId64, xa_self_host(), domid);
+    /* "xapid-stream:TOKEN": dial this host and CONNECT /migrate with it;
+     * otherwise what a sender would name (the simulator ignores it) */
+    *url = in->token ? xa_asprintf("%s%s", STREAM_URL, in->token)
+                     : xa_asprintf("xapid-migrate:%s:%" PRId64, xa_self_host(),
+                                   domid);
     return NULL;
 }
 
@@ -249,15 +303,28 @@ in_commit(const char *vm)
         return xa_error_internal("no incoming migration of %s here", vm);
     }
     struct xa_error *err = NULL;
+    if (in->token) {
+        xa_mig_stream_forget(in->token); /* unused if the source never came */
+    }
+    static atomic_int commit_faults;
+    if (in->token && xa_mig_fault_count("commit", &commit_faults)) {
+        err = xa_error_internal("commit of %s refused (fault injection)", vm);
+    }
     if (!in->local) {
+        /* waits for the stream's end first (kvm) */
         char *uuid = uuid_of(vm);
-        err = xa_hv_unpause("VM.pool_migrate", uuid);
+        if (!err) {
+            err = xa_hv_unpause("VM.pool_migrate", uuid);
+        }
+        if (err) {
+            xa_error_free(xa_hv_destroy("VM.pool_migrate", uuid));
+        }
         free(uuid);
     }
     if (!err) {
         err = xa_vm_migrate_arrived(vm, in->domid);
     }
-    free(in);
+    incoming_free(in);
     return err;
 }
 
@@ -268,13 +335,16 @@ in_abort(const char *vm)
     if (!in) {
         return NULL; /* nothing was built */
     }
+    if (in->token) {
+        xa_mig_stream_forget(in->token);
+    }
     if (!in->local) {
         /* a localhost migration's domain is the running VM itself */
         char *uuid = uuid_of(vm);
         xa_error_free(xa_hv_destroy("VM.pool_migrate", uuid));
         free(uuid);
     }
-    free(in);
+    incoming_free(in);
     xa_vm_refresh_host_memory();
     return NULL;
 }
@@ -342,15 +412,17 @@ progress(struct xa_call *call, double p)
     }
 }
 
+/* 'switch_ms': from the driver's end of the send to the destination
+ * running the guest (commit), which the driver's downtime leaves out. */
 static struct xa_error *
 record_stats(struct xa_txn *t, const char *vm,
-             const struct xa_hv_migration_stats *st)
+             const struct xa_hv_migration_stats *st, int64_t switch_ms)
 {
     const char *keys[] = {"last_migration_downtime_ms",
                           "last_migration_total_ms", "last_migration_bytes",
-                          "last_migration_rounds"};
+                          "last_migration_rounds", "last_migration_switch_ms"};
     int64_t vals[] = {st->downtime_ms, st->total_ms, st->transferred,
-                      st->rounds};
+                      st->rounds, switch_ms};
     struct xa_error *err = NULL;
     for (size_t i = 0; i < XA_ARRAY_SIZE(keys) && !err; i++) {
         char *v = xa_api_i64(vals[i]);
@@ -361,10 +433,123 @@ record_stats(struct xa_txn *t, const char *vm,
     return err;
 }
 
-/* Migrates 'vm', resident here, to 'host' (this host too: a localhost
- * migration).  'call' may be NULL (evacuation). */
+/* A tuning figure of the stream: VM.pool_migrate's option 'key', else
+ * pool.other_config's "migration_<key>", else 0 (the driver's default). */
+static int64_t
+tuning(const struct xa_value *options, const char *key)
+{
+    const char *v = options ? xa_struct_get_str(options, key) : NULL;
+    if (v) {
+        return atoll(v);
+    }
+    char *pk = xa_asprintf("migration_%s", key);
+    struct xa_txn *t = xa_db_begin_read();
+    struct xa_value *pools = xa_db_get_all(t, &xa_cls_pool);
+    int64_t r = 0;
+    if (pools && pools->u.arr.n > 0) {
+        const struct xa_value *oc =
+            xa_db_peek_field(t, &xa_cls_pool, pools->u.arr.items[0]->u.str.s,
+                             XA_F(xa_cls_pool, "other_config"));
+        const char *pv = oc ? xa_struct_get_str(oc, pk) : NULL;
+        r = pv ? atoll(pv) : 0;
+    }
+    xa_value_unref(pools);
+    xa_db_end(t);
+    free(pk);
+    return r;
+}
+
+/* The driver's send through a stream to 'host' (mig_stream.c): dials the
+ * destination with the token of 'url' and has the driver write into a
+ * socketpair the relay forwards. */
 static struct xa_error *
-migrate_here(struct xa_call *call, const char *vm, const char *host, bool live)
+send_streamed(const char *uuid, const char *host, const char *url, bool live,
+              const struct xa_value *options)
+{
+    struct xa_txn *t = xa_db_begin_read();
+    char *addr = xa_strdup(
+        xa_api_str(t, &xa_cls_host, host, XA_F(xa_cls_host, "address")));
+    xa_db_end(t);
+    struct xa_mig_out *o = NULL;
+    int fd = -1;
+    struct xa_error *err =
+        xa_mig_stream_dial(addr, url + strlen(STREAM_URL), &o, &fd);
+    if (!err) {
+        char *uri = xa_asprintf(
+            "xapid-fd:%d?downtime_ms=%" PRId64 "&bandwidth=%" PRId64 "&hold=1",
+            fd, tuning(options, "downtime_ms"), tuning(options, "bandwidth"));
+        err = xa_hv_migrate_send("VM.pool_migrate", uuid, uri, live);
+        free(uri);
+    }
+    int64_t bytes = 0;
+    struct xa_error *e = xa_mig_stream_finish(o, err != NULL, &bytes);
+    if (e && !err) {
+        err = e; /* the driver saw the end, the destination did not */
+    } else {
+        xa_error_free(e);
+    }
+    xa_log_debug(LOG, "stream to %s: %" PRId64 " bytes", addr, bytes);
+    free(addr);
+    return err;
+}
+
+/* A failed send: the destination's domain goes, the error becomes
+ * VM_MIGRATE_FAILED [vm, source, destination, why]. */
+static struct xa_error *
+migrate_failed(const char *vm, const char *host, struct xa_error *err)
+{
+    struct xa_error *e = dest_phase(host, vm, "abort", NULL);
+    if (e) {
+        xa_log_err(LOG, "abort of %s on %s: %s", vm, host, e->code);
+        xa_error_free(e);
+    }
+    char *msg = xa_asprintf("%s%s%s", err->code, err->n_params ? " " : "",
+                            err->n_params ? err->params[0] : "");
+    xa_error_free(err);
+    err = xa_error_new("VM_MIGRATE_FAILED", 4, vm, xa_self_host(), host, msg);
+    free(msg);
+    return err;
+}
+
+/* After a streamed send the source domain waits, stopped ("hold"): gone
+ * once the destination runs the guest, running again here if the
+ * destination could not ('commit_err', taken). */
+static struct xa_error *
+conclude_held(const char *vm, const char *uuid, const char *host,
+              struct xa_error *commit_err)
+{
+    if (!commit_err) {
+        struct xa_error *e = xa_hv_destroy("VM.pool_migrate", uuid);
+        if (e) {
+            xa_log_warn(LOG, "%s: the source domain stays: %s", vm, e->code);
+            xa_error_free(e);
+        }
+        return NULL;
+    }
+    xa_log_warn(LOG, "%s: %s could not run it (%s): it goes on here", vm, host,
+                commit_err->code);
+    struct xa_error *e = NULL;
+    for (int i = 0; i < 20; i++) { /* QEMU may still be finishing */
+        xa_error_free(e);
+        e = xa_hv_unpause("VM.pool_migrate", uuid);
+        if (!e) {
+            break;
+        }
+        usleep(100 * 1000);
+    }
+    if (e) {
+        xa_log_err(LOG, "%s: cannot restart the source domain: %s", vm,
+                   e->code);
+        xa_error_free(e);
+    }
+    return migrate_failed(vm, host, commit_err);
+}
+
+/* Migrates 'vm', resident here, to 'host' (this host too: a localhost
+ * migration).  'call' may be NULL (evacuation); 'options' too. */
+static struct xa_error *
+migrate_here(struct xa_call *call, const char *vm, const char *host, bool live,
+             const struct xa_value *options)
 {
     char *task = NULL;
     struct xa_error *err = xa_vm_op_begin(call, vm, "pool_migrate",
@@ -385,25 +570,17 @@ migrate_here(struct xa_call *call, const char *vm, const char *host, bool live)
     progress(call, 0.1);
     char *uuid = uuid_of(vm);
     char *url = NULL;
+    bool streamed = false;
     double t0 = xa_monotonic();
     err = dest_phase(host, vm, "prepare", &url);
     progress(call, 0.3);
     if (!err) {
-        err = xa_hv_migrate_send("VM.pool_migrate", uuid, url, live);
+        streamed = xa_str_has_prefix(url, STREAM_URL);
+        err = streamed ? send_streamed(uuid, host, url, live, options)
+                       : xa_hv_migrate_send("VM.pool_migrate", uuid, url, live);
         if (err) {
             /* the source domain is untouched: take the other one down */
-            struct xa_error *e = dest_phase(host, vm, "abort", NULL);
-            if (e) {
-                xa_log_err(LOG, "abort of %s on %s: %s", vm, host, e->code);
-                xa_error_free(e);
-            }
-            char *msg =
-                xa_asprintf("%s%s%s", err->code, err->n_params ? " " : "",
-                            err->n_params ? err->params[0] : "");
-            xa_error_free(err);
-            err = xa_error_new("VM_MIGRATE_FAILED", 4, vm, xa_self_host(), host,
-                               msg);
-            free(msg);
+            err = migrate_failed(vm, host, err);
         }
     }
     if (err) {
@@ -414,9 +591,20 @@ migrate_here(struct xa_call *call, const char *vm, const char *host, bool live)
         return err;
     }
     progress(call, 0.8);
-    /* The point of no return: the domain left this host. */
+    double t_sent = xa_monotonic();
     err = dest_phase(host, vm, "commit", NULL);
-    if (err) {
+    int64_t switch_ms = (int64_t)((xa_monotonic() - t_sent) * 1000.0);
+    if (streamed) {
+        err = conclude_held(vm, uuid, host, err);
+        if (err) {
+            xa_vm_op_cancel(vm, task);
+            free(task);
+            free(uuid);
+            free(url);
+            return err;
+        }
+    } else if (err) {
+        /* The point of no return: the domain left this host. */
         xa_log_err(LOG, "%s reached %s but was not recorded there: %s", vm,
                    host, err->code);
     }
@@ -425,7 +613,7 @@ migrate_here(struct xa_call *call, const char *vm, const char *host, bool live)
         st.total_ms = (int64_t)((xa_monotonic() - t0) * 1000.0);
     }
     t = xa_db_begin_write();
-    struct xa_error *e2 = record_stats(t, vm, &st);
+    struct xa_error *e2 = record_stats(t, vm, &st, switch_ms);
     if (!e2) {
         e2 = xa_vm_op_finish(t, vm, task);
     }
@@ -438,9 +626,10 @@ migrate_here(struct xa_call *call, const char *vm, const char *host, bool live)
     xa_net_vm_sync(vm);
     xa_log_info(LOG,
                 "%s migrated to %s: %" PRId64 " ms, downtime %" PRId64
-                " ms, %" PRId64 " bytes in %" PRId64 " rounds",
-                vm, host, st.total_ms, st.downtime_ms, st.transferred,
-                st.rounds);
+                " ms (+%" PRId64 " ms to run there), %" PRId64
+                " bytes in %" PRId64 " rounds",
+                vm, host, st.total_ms, st.downtime_ms, switch_ms,
+                st.transferred, st.rounds);
     progress(call, 1.0);
     free(task);
     free(uuid);
@@ -461,7 +650,8 @@ xa_impl_VM_pool_migrate(struct xa_call *call, const char *vm, const char *host,
     if (err) {
         return err;
     }
-    return migrate_here(call, vm, host, opt_bool(options, "live", true));
+    return migrate_here(call, vm, host, opt_bool(options, "live", true),
+                        options);
 }
 
 struct xa_error *
@@ -494,7 +684,7 @@ xa_impl_VM_assert_can_migrate(struct xa_call *call, const char *vm,
 struct move {
     char *vm, *dest, *source;
     struct xa_error *err;
-    char kind[16];
+    char kind[32]; /* "evac<slot>": room for any size_t */
 };
 
 struct plan {
@@ -608,7 +798,7 @@ move_run(void *arg)
 {
     struct move *m = arg;
     if (strcmp(m->source, xa_self_host()) == 0) {
-        m->err = migrate_here(NULL, m->vm, m->dest, true);
+        m->err = migrate_here(NULL, m->vm, m->dest, true, NULL);
         return NULL;
     }
     struct xa_value *p = xa_array();

@@ -1207,6 +1207,24 @@ xa_http_take_socket(struct xa_http_request *r)
     return fcntl(ci->connect_fd, F_DUPFD_CLOEXEC, 0);
 }
 
+int
+xa_http_take_tls(struct xa_http_request *r, void **tls_session)
+{
+    *tls_session = NULL;
+    if (!r->tls) {
+        return -1;
+    }
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    const union MHD_ConnectionInfo *fi =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci || !fi || !ci->tls_session) {
+        return -1;
+    }
+    *tls_session = ci->tls_session;
+    return fi->connect_fd;
+}
+
 void
 xa_http_hangup(struct xa_http_request *r)
 {

@@ -184,6 +184,11 @@ void xa_http_respond_stream(struct xa_http_request *r, int status,
  * instead of xa_http_respond(): the connection is closed with nothing
  * more sent. */
 int xa_http_take_socket(struct xa_http_request *r);
+/* The same over HTTPS (CONNECT /migrate): the connection's own socket
+ * (non-blocking, not a duplicate: do not close it) and its GnuTLS session
+ * in '*tls_session', both usable from xa_http_suspend() until
+ * xa_http_hangup(); -1 over plain HTTP. */
+int xa_http_take_tls(struct xa_http_request *r, void **tls_session);
 void xa_http_hangup(struct xa_http_request *r);
 
 #endif

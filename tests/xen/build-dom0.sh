@@ -10,7 +10,11 @@
 #              xenstore tools, xapid and xe from BUILD_DIR with every
 #              shared library they load, the test's client xr (xr.c),
 #              the scenarios (xentest.sh) and the test guest (the same
-#              kernel with a busybox initramfs) under /guest.
+#              kernel with a busybox initramfs and blkfront/netfront)
+#              under /guest; for the guest's devices, blkback, netback,
+#              loop, nbd and tun, qemu-nbd, xapid's hotplug scripts
+#              (hypervisor/xen/scripts) and Open vSwitch (ovsdb-server,
+#              ovs-vswitchd with the userspace datapath) when installed.
 # Everything comes from the installed Debian packages (scripts/deps.sh);
 # nothing is downloaded.  Exits 77 naming what is missing.
 set -euo pipefail
@@ -33,6 +37,7 @@ need /usr/bin/cpio cpio
 need /sbin/depmod kmod
 need /usr/lib/x86_64-linux-gnu/libc.a libc6-dev
 need /usr/bin/qemu-img qemu-utils
+need /usr/bin/qemu-nbd qemu-utils
 command -v qemu-system-x86_64 >/dev/null || missing+=("qemu-system-x86")
 if [ -n "$KPKG" ]; then
     need "/boot/vmlinuz-$KVER" "$KPKG"
@@ -40,7 +45,9 @@ if [ -n "$KPKG" ]; then
 fi
 need "$BUILD/bin/xapid" "xapid (build it first)"
 need "$BUILD/bin/xe" "xe (build it first)"
-if ((${#missing[@]} == 0)) && ! ldd "$BUILD/bin/xapid" | grep -q libxenlight; then
+# (Not "ldd | grep -q": under pipefail, grep quitting early can fail ldd
+# with SIGPIPE.)
+if ((${#missing[@]} == 0)) && [[ "$(ldd "$BUILD/bin/xapid")" != *libxenlight* ]]; then
     missing+=("libxen-dev (xapid was built without the xen driver)")
 fi
 if ((${#missing[@]})); then
@@ -57,6 +64,10 @@ G=$OUT/guest-root
 rm -rf "$G" && mkdir -p "$G/bin" "$G/proc" "$G/sys" "$G/dev"
 cp /bin/busybox "$G/bin/"
 cp "$HERE/guest-init.sh" "$G/init" && chmod +x "$G/init"
+KMOD=/lib/modules/$KVER/kernel
+mkdir -p "$G/lib/modules"
+cp "$KMOD/drivers/block/xen-blkfront.ko" "$KMOD/drivers/net/xen-netfront.ko" \
+    "$G/lib/modules/"
 
 # dom0
 D=$OUT/dom0-root
@@ -71,25 +82,49 @@ echo "root:x:0:" >"$D/etc/group"
 printf '127.0.0.1 localhost xen-dom0\n' >"$D/etc/hosts"
 mkdir -p "$D/lib/modules/$KVER/kernel/drivers"
 cp -r "/lib/modules/$KVER/kernel/drivers/xen" "$D/lib/modules/$KVER/kernel/drivers/"
+# The guests' devices: disks through blkback on loop or nbd devices,
+# VIFs through netback; tun for Open vSwitch's userspace bridge ports.
+for m in drivers/block/xen-blkback/xen-blkback.ko drivers/net/xen-netback/xen-netback.ko \
+    drivers/block/loop.ko drivers/block/nbd.ko drivers/net/tun.ko; do
+    mkdir -p "$(dirname "$D/lib/modules/$KVER/kernel/$m")"
+    cp "$KMOD/$m" "$D/lib/modules/$KVER/kernel/$m"
+done
 cp /lib/modules/"$KVER"/modules.{order,builtin} "$D/lib/modules/$KVER/" 2>/dev/null || true
 depmod -b "$D" "$KVER"
 for b in xenstored xenconsoled xen-init-dom0 libxl-save-helper xl; do
     cp $XENBIN/$b "$D$XENBIN/"
 done
 cp /usr/bin/xenstore "$D/usr/bin/"
+# xapid's hotplug scripts, where the driver looks for them.
+mkdir -p "$D/usr/libexec/xapid/xen"
+cp "$HERE/../../hypervisor/xen/scripts/block" "$HERE/../../hypervisor/xen/scripts/vif" \
+    "$D/usr/libexec/xapid/xen/"
+# Open vSwitch for the VIFs' bridge (optional: without it xapid runs with
+# --network sim and the VIF checks say so).
+OVS=()
+if [ -x /usr/sbin/ovs-vswitchd ] && [ -x /usr/sbin/ovsdb-server ] &&
+    [ -f /usr/share/openvswitch/vswitch.ovsschema ]; then
+    mkdir -p "$D/usr/share/openvswitch" "$D/var/run/openvswitch" "$D/etc/openvswitch"
+    cp /usr/share/openvswitch/vswitch.ovsschema "$D/usr/share/openvswitch/"
+    for b in /usr/sbin/ovsdb-server /usr/sbin/ovs-vswitchd /usr/bin/ovsdb-tool \
+        /usr/bin/ovs-vsctl; do
+        cp -L "$b" "$D$b"
+        OVS+=("$D$b")
+    done
+fi
 for t in list read ls write rm exists; do
     ln -sf xenstore "$D/usr/bin/xenstore-$t"
 done
 cp "$BUILD/bin/xapid" "$BUILD/bin/xe" "$D/usr/bin/"
 # The local SR keeps its images as qcow2 made by qemu-img (suspend images
 # included), so dom0 needs it as xapi's dom0 has its storage tools.
-cp /usr/bin/qemu-img "$D/usr/bin/"
+cp /usr/bin/qemu-img /usr/bin/qemu-nbd "$D/usr/bin/"
 # The test's own client, static: see xr.c for why.
 ${CC:-cc} -std=gnu11 -O2 -static -Wall -Wextra -Werror -Wshadow \
     -Wstrict-prototypes -Wmissing-prototypes -o "$D/usr/bin/xr" "$HERE/xr.c"
 # Every shared library, where the dynamic loader looks for it.
 for f in "$D$XENBIN"/* "$D/usr/bin/xenstore" "$D/usr/bin/xapid" "$D/usr/bin/xe" \
-    "$D/usr/bin/qemu-img"; do
+    "$D/usr/bin/qemu-img" "$D/usr/bin/qemu-nbd" ${OVS[@]+"${OVS[@]}"}; do
     ldd "$f" | awk '/=>/ && $3 ~ /^\// {print $3}'
 done | sort -u | while read -r lib; do
     cp -L "$lib" "$D/lib/x86_64-linux-gnu/"

@@ -7,7 +7,8 @@
 # machine's /dev/kvm (kvm-pvm) boots no stock kernel, and qemu64 has no
 # VMX, so the nested Xen runs PV guests only.  Exit status: QEMU's, 124
 # on timeout (XEN_TEST_TIMEOUT seconds, default 540), 77 when something
-# needed is not installed.
+# needed is not installed.  XEN_TEST_DOM0_ARGS goes on dom0's command
+# line (e.g. xentest.only=devices: see xentest.sh).
 set -euo pipefail
 BUILD=$1
 OUT=$2
@@ -18,7 +19,7 @@ timeout "${XEN_TEST_TIMEOUT:-540}" qemu-system-x86_64 \
     -accel tcg,thread=multi -cpu qemu64 -smp 2 -m 1536 \
     -nographic -nodefaults -serial stdio -no-reboot \
     -kernel "$OUT/xen" -append "console=com1 dom0_mem=768M,max:768M" \
-    -initrd "$OUT/vmlinuz console=hvc0 quiet,$OUT/dom0.gz" \
+    -initrd "$OUT/vmlinuz console=hvc0 quiet ${XEN_TEST_DOM0_ARGS:-},$OUT/dom0.gz" \
     </dev/null >"$OUT/boot.log" 2>&1
 rc=$?
 set -e
