@@ -497,32 +497,6 @@ xa_impl_VM_set_ha_restart_priority(struct xa_call *call, const char *self,
 }
 
 struct xa_error *
-xa_impl_VM_set_ha_always_run(struct xa_call *call, const char *self, bool value)
-{
-    XA_UNUSED(call);
-    struct xa_txn *t = xa_db_begin_write();
-    struct xa_error *err =
-        xa_db_exists(t, &xa_cls_VM, self)
-            ? xa_api_set(t, &xa_cls_VM, self, XA_F(xa_cls_VM, "ha_always_run"),
-                         xa_bool(value))
-            : xa_error_handle_invalid("VM", self);
-    return xa_api_finish(t, err);
-}
-
-struct xa_error *
-xa_impl_VM_set_order(struct xa_call *call, const char *self, int64_t value)
-{
-    XA_UNUSED(call);
-    struct xa_txn *t = xa_db_begin_write();
-    struct xa_error *err =
-        xa_db_exists(t, &xa_cls_VM, self)
-            ? xa_api_set(t, &xa_cls_VM, self, XA_F(xa_cls_VM, "order"),
-                         xa_int(value))
-            : xa_error_handle_invalid("VM", self);
-    return xa_api_finish(t, err);
-}
-
-struct xa_error *
 xa_impl_host_emergency_ha_disable(struct xa_call *call, bool soft)
 {
     XA_UNUSED(call);

@@ -20,6 +20,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import poollib  # noqa: E402
 import xapilib  # noqa: E402
 
 SKIPPED_EXIT = 77
@@ -125,3 +126,15 @@ def pytest_sessionfinish(session, exitstatus):
     if (exitstatus == 0 and _outcomes["skipped"] and not _outcomes["passed"]
             and not _outcomes["failed"]):
         session.exitstatus = SKIPPED_EXIT
+
+
+@pytest.fixture
+def pool():
+    """An empty pool (poollib.Pool) for the test to add hosts to; every
+    host is stopped after it, and a host that did not stop cleanly fails
+    the test."""
+    p = poollib.Pool()
+    yield p
+    problems = p.close()
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)

@@ -376,6 +376,11 @@ def test_api_and_plan(hapool):
         vm = small_vm(api, "plan-%d" % i)
         api.VM.start_on(vm, host_by_address(api, h.address), False, False)
         vms.append(vm)
+    api.VM.set_ha_always_run(vms[0], True)
+    assert api.VM.get_ha_always_run(vms[0]) is True
+    api.VM.set_ha_always_run(vms[0], False)
+    e = expect_error(api.VM.set_order, "OpaqueRef:nope", "1")
+    assert e.code == "HANDLE_INVALID"
     # 4096 MiB hosts with a 512 MiB protected VM each: two hosts may fail
     assert int(api.pool.ha_compute_max_host_failures_to_tolerate()) == 2
     assert api.pool.ha_failover_plan_exists("2") is True

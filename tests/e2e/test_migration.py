@@ -5,22 +5,11 @@ their refusals, and what a failure leaves behind."""
 import os
 import time
 
-import pytest
-
 import poollib
 from poollib import wait_for
 from xapilib import expect_error
 
 MIB = 1 << 20
-
-
-@pytest.fixture
-def pool():
-    p = poollib.Pool()
-    yield p
-    problems = p.close()
-    if problems:
-        pytest.fail("\n".join(problems), pytrace=False)
 
 
 def add_host(pool, env=None, memory_mb=16384):

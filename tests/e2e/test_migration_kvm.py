@@ -40,15 +40,6 @@ def guests():
     shutil.rmtree(out, ignore_errors=True)
 
 
-@pytest.fixture
-def pool():
-    p = poollib.Pool()
-    yield p
-    problems = p.close()
-    if problems:
-        pytest.fail("\n".join(problems), pytrace=False)
-
-
 def kvm_pool(pool, envs):
     """A pool of one kvm host per entry of 'envs' (extra environment)."""
     hosts = []

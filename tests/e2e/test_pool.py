@@ -7,22 +7,11 @@ import os
 import statistics
 import time
 
-import pytest
-
 import poollib
 from poollib import wait_for
-from xapilib import XapiError, expect_error
+from xapilib import expect_error
 
 MIB = 1 << 20
-
-
-@pytest.fixture
-def pool():
-    p = poollib.Pool()
-    yield p
-    problems = p.close()
-    if problems:
-        pytest.fail("\n".join(problems), pytrace=False)
 
 
 def small_vm(api, name):

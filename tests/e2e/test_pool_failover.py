@@ -5,23 +5,12 @@ pool.designate_new_master, a member restarted while its master is down
 import threading
 import time
 
-import pytest
-
 import poollib
 from poollib import wait_for
 from test_pool import formed, host_by_address, small_vm
 from xapilib import XapiError, expect_error
 
 MIB = 1 << 20
-
-
-@pytest.fixture
-def pool():
-    p = poollib.Pool()
-    yield p
-    problems = p.close()
-    if problems:
-        pytest.fail("\n".join(problems), pytrace=False)
 
 
 def test_possible_hosts_include_where_a_running_vm_is(pool):

@@ -8,8 +8,6 @@ hold a thread either."""
 import threading
 import time
 
-import pytest
-
 import poollib
 import xapilib
 from test_pool import host_by_address, small_vm
@@ -17,15 +15,6 @@ from test_pool import host_by_address, small_vm
 SLOW_MS = 4000  # the member's simulated domain creation
 IN_FLIGHT = 6  # concurrent VM.start_on calls forwarded to it
 OTHER_CALLS = 10  # another client's, while those wait
-
-
-@pytest.fixture
-def pool():
-    p = poollib.Pool()
-    yield p
-    problems = p.close()
-    if problems:
-        pytest.fail("\n".join(problems), pytrace=False)
 
 
 def test_forwarded_calls_do_not_stall_other_clients(pool):
