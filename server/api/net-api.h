@@ -20,6 +20,9 @@ char *xa_net_free_bridge(struct xa_txn *t, const char *prefix);
 struct xa_error *xa_net_make_network(struct xa_txn *t, const char *label,
                                      const char *bridge, int64_t mtu,
                                      char **ret) XA_WARN_UNUSED;
+/* Makes 'network's bridge now, or leaves it to the next convergence
+ * when the switch cannot be reached (the records are already written). */
+void xa_net_bridge_soon(const char *network);
 /* After a change of structure (bond, VLAN, network gone, PIF plugged):
  * converges the switch now, or, when it is unreachable, soon. */
 void xa_net_restructure(void);

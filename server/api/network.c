@@ -215,6 +215,16 @@ xa_impl_network_set_default_locking_mode(struct xa_call *call,
 }
 
 void
+xa_net_bridge_soon(const char *network)
+{
+    struct xa_error *err = xa_net_ensure_bridge(network, NULL);
+    if (err) {
+        xa_error_free(err);
+        xa_net_kick();
+    }
+}
+
+void
 xa_net_restructure(void)
 {
     struct xa_error *err = xa_net_converge();

@@ -160,12 +160,7 @@ xa_impl_tunnel_create(struct xa_call *call, const char *transport_PIF,
         free(tref);
         return err;
     }
-    err = xa_net_ensure_bridge(network, NULL);
-    if (err) {
-        /* Recorded: the convergence makes the bridge when it can. */
-        xa_error_free(err);
-        xa_net_kick();
-    }
+    xa_net_bridge_soon(network);
     *ret = xa_string_take(tref);
     return NULL;
 }

@@ -102,12 +102,7 @@ xa_impl_VLAN_create(struct xa_call *call, const char *tagged_PIF, int64_t tag,
         free(vref);
         return err;
     }
-    err = xa_net_ensure_bridge(network, NULL);
-    if (err) {
-        /* Recorded: the convergence makes the fake bridge when it can. */
-        xa_error_free(err);
-        xa_net_kick();
-    }
+    xa_net_bridge_soon(network);
     *ret = xa_string_take(vref);
     return NULL;
 }
