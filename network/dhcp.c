@@ -105,28 +105,13 @@ xa_dhcp_parse_lease(const char *text, struct xa_dhcp_lease *out)
            inet_pton(AF_INET, out->netmask, &a) == 1;
 }
 
-static int
-prefix_of(const char *mask)
-{
-    struct in_addr a;
-    if (inet_pton(AF_INET, mask, &a) != 1) {
-        return -1;
-    }
-    uint32_t m = ntohl(a.s_addr);
-    int n = 0;
-    while (n < 32 && (m & (0x80000000u >> n))) {
-        n++;
-    }
-    return n;
-}
-
 /* Puts the lease on the device. */
 static struct xa_error *
 apply(const char *dev, const struct xa_dhcp_lease *l)
 {
     struct xa_error *err = xa_nl_flush_v4(dev);
     if (!err) {
-        err = xa_nl_add_v4(dev, l->ip, prefix_of(l->netmask));
+        err = xa_nl_add_v4(dev, l->ip, xa_nl_prefix_len(l->netmask));
     }
     if (!err && *l->gateway) {
         err = xa_nl_default_route(dev, l->gateway);

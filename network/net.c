@@ -1371,3 +1371,24 @@ xa_net_kick(void)
     pthread_cond_signal(&watch_cond);
     pthread_mutex_unlock(&watch_lock);
 }
+
+char *
+xa_net_vif_of(const char *vm_uuid, const char *device)
+{
+    struct xa_txn *t = xa_db_begin_read();
+    char *vm = xa_db_ref_by_uuid(t, &xa_cls_VM, vm_uuid);
+    struct xa_value *vifs =
+        vm ? xa_db_get_field(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "VIFs")) : NULL;
+    char *found = NULL;
+    for (size_t i = 0; vifs && i < vifs->u.arr.n && !found; i++) {
+        const char *v = vifs->u.arr.items[i]->u.str.s;
+        if (strcmp(xa_api_str(t, &xa_cls_VIF, v, XA_F(xa_cls_VIF, "device")),
+                   device) == 0) {
+            found = xa_strdup(v);
+        }
+    }
+    xa_db_end(t);
+    xa_value_unref(vifs);
+    free(vm);
+    return found;
+}

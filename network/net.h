@@ -37,6 +37,11 @@ void xa_net_shutdown(void);
 struct xa_error *xa_net_ensure_bridge(const char *network_ref,
                                       char **ret_bridge) XA_WARN_UNUSED;
 
+/* The ref of the VIF 'device' of the VM whose uuid is 'vm_uuid' (the
+ * hypervisor names NICs by VM and device), or NULL when there is none (a
+ * domain built outside the API); caller frees.  Opens its own read
+ * transaction. */
+char *xa_net_vif_of(const char *vm_uuid, const char *device);
 /* Puts the VIF 'vif_ref' on its network's bridge as a port carrying the
  * external-ids xapi sets (xs-vm-uuid, xs-vif-uuid, xs-network-uuid,
  * attached-mac, iface-id), with the VIF's MTU and locking mode.

@@ -401,3 +401,18 @@ xa_nl_wait_link(const char *ifname, double timeout)
         nanosleep(&ts, NULL);
     }
 }
+
+int
+xa_nl_prefix_len(const char *mask)
+{
+    struct in_addr a;
+    if (inet_pton(AF_INET, mask, &a) != 1) {
+        return -1;
+    }
+    uint32_t m = ntohl(a.s_addr);
+    int n = 0;
+    while (n < 32 && (m & (0x80000000u >> n))) {
+        n++;
+    }
+    return (n == 32 || (m << n) == 0) ? n : -1;
+}

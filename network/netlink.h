@@ -36,6 +36,8 @@ struct xa_error *xa_nl_list_links(struct xa_nl_link **out,
                                   size_t *n) XA_WARN_UNUSED;
 /* Removes every IPv4 address of 'ifname'. */
 struct xa_error *xa_nl_flush_v4(const char *ifname) XA_WARN_UNUSED;
+/* Netmask "255.255.255.0" -> 24; -1 when not a contiguous IPv4 mask. */
+int xa_nl_prefix_len(const char *netmask);
 /* Adds 'ip'/'prefix' to 'ifname' and sets the link up. */
 struct xa_error *xa_nl_add_v4(const char *ifname, const char *ip,
                               int prefix) XA_WARN_UNUSED;

@@ -325,29 +325,6 @@ remember_migration(const char *uuid, const struct xa_kvm_migration_stats *s)
     pthread_mutex_unlock(&lock);
 }
 
-/* The ref of the VIF 'device' of the VM 'uuid' (the driver interface
- * names NICs by device; the network backend wants the VIF), or NULL. */
-static char *
-vif_ref_of(const char *uuid, const char *device)
-{
-    struct xa_txn *t = xa_db_begin_read();
-    char *vm = xa_db_ref_by_uuid(t, &xa_cls_VM, uuid);
-    char *found = NULL;
-    struct xa_value *vifs =
-        vm ? xa_db_get_field(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "VIFs")) : NULL;
-    for (size_t i = 0; vifs && i < vifs->u.arr.n && !found; i++) {
-        const char *v = vifs->u.arr.items[i]->u.str.s;
-        if (strcmp(xa_api_str(t, &xa_cls_VIF, v, XA_F(xa_cls_VIF, "device")),
-                   device) == 0) {
-            found = xa_strdup(v);
-        }
-    }
-    xa_db_end(t);
-    xa_value_unref(vifs);
-    free(vm);
-    return found;
-}
-
 /* ---- the meta file ------------------------------------------------------ */
 
 static void
@@ -1125,7 +1102,7 @@ spawn(const struct spawn *sp, int64_t *ret_domid)
     }
     xa_qmp_close(q);
     for (size_t i = 0; i < cfg->n_nics && !err; i++) {
-        char *vif = vif_ref_of(cfg->uuid, cfg->nics[i].device);
+        char *vif = xa_net_vif_of(cfg->uuid, cfg->nics[i].device);
         if (!vif) {
             continue; /* a domain built outside the API (tests) */
         }
@@ -2120,7 +2097,7 @@ plug_nic_on(struct kvm_dom *d, struct xa_qmp *q, const void *arg)
                 QMP_TIMEOUT, NULL));
         }
     }
-    char *vif = err ? NULL : vif_ref_of(d->uuid, n->device);
+    char *vif = err ? NULL : xa_net_vif_of(d->uuid, n->device);
     if (vif) {
         dom_track_vif(d, vif, true);
         err = xa_net_plug_vif(vif, tap);
@@ -2147,7 +2124,7 @@ unplug_nic_on(struct kvm_dom *d, struct xa_qmp *q, const void *arg)
             json_pairs("id", json_object_new_string(netdev), NULL, NULL),
             QMP_TIMEOUT, NULL);
     }
-    char *vif = err ? NULL : vif_ref_of(d->uuid, device);
+    char *vif = err ? NULL : xa_net_vif_of(d->uuid, device);
     if (vif) {
         dom_track_vif(d, vif, false);
         err = xa_net_unplug_vif(vif);

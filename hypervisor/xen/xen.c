@@ -466,29 +466,6 @@ domain_config(const struct xa_hv_domain_config *cfg, libxl_domain_config *dc)
 /* --- VIFs on their bridges --------------------------------------------------
  */
 
-/* The ref of the VIF 'device' of the VM whose uuid is 'uuid'; NULL when
- * there is none (a domain built outside the API). */
-static char *
-vif_ref_of(const char *uuid, const char *device)
-{
-    struct xa_txn *t = xa_db_begin_read();
-    char *vm = xa_db_ref_by_uuid(t, &xa_cls_VM, uuid);
-    struct xa_value *vifs =
-        vm ? xa_db_get_field(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "VIFs")) : NULL;
-    char *found = NULL;
-    for (size_t i = 0; vifs && i < vifs->u.arr.n && !found; i++) {
-        const char *v = vifs->u.arr.items[i]->u.str.s;
-        if (strcmp(xa_api_str(t, &xa_cls_VIF, v, XA_F(xa_cls_VIF, "device")),
-                   device) == 0) {
-            found = xa_strdup(v);
-        }
-    }
-    xa_db_end(t);
-    xa_value_unref(vifs);
-    free(vm);
-    return found;
-}
-
 /* Hands netback's interface of each VIF of domain 'domid' (vifD.N, made
  * while libxl built the domain) to the network layer, which puts it on
  * the VIF's network's bridge with xapi's external-ids.  On failure the
@@ -503,7 +480,7 @@ plug_vifs(const char *uuid, uint32_t domid)
     for (int i = 0; i < n && !err; i++) {
         char dev[16];
         snprintf(dev, sizeof dev, "%d", nics[i].devid);
-        done[i] = vif_ref_of(uuid, dev);
+        done[i] = xa_net_vif_of(uuid, dev);
         if (!done[i]) {
             continue;
         }

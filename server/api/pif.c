@@ -381,22 +381,6 @@ xa_impl_PIF_set_disallow_unplug(struct xa_call *call, const char *self,
     return xa_api_finish(t, err);
 }
 
-/* Netmask "255.255.255.0" -> 24; -1 when not a contiguous mask. */
-static int
-prefix_of(const char *mask)
-{
-    struct in_addr a;
-    if (inet_pton(AF_INET, mask, &a) != 1) {
-        return -1;
-    }
-    uint32_t m = ntohl(a.s_addr);
-    int n = 0;
-    while (n < 32 && (m & (0x80000000u >> n))) {
-        n++;
-    }
-    return (n == 32 || (m << n) == 0) ? n : -1;
-}
-
 static bool
 valid_ip(const char *ip)
 {
@@ -452,7 +436,7 @@ xa_impl_PIF_reconfigure_ip(struct xa_call *call, const char *self,
         if (!valid_ip(IP)) {
             return xa_error_invalid_value("IP", IP);
         }
-        prefix = prefix_of(netmask);
+        prefix = xa_nl_prefix_len(netmask);
         if (prefix < 0) {
             return xa_error_invalid_value("netmask", netmask);
         }
