@@ -14,6 +14,7 @@
 #include "accounts.h"
 #include "admin.h"
 #include "api/api.h"
+#include "api/net-api.h"
 #include "bootstrap.h"
 #include "config.h"
 #include "db/db.h"
@@ -225,6 +226,7 @@ main(int argc, char **argv)
     xa_task_start_workers(cfg.workers);
     xa_timer_after(60, sweep, NULL);
     xa_net_start();
+    xa_pif_resume_dhcp();
     /* before serving: a host that HA replaced follows the new master */
     xa_ha_start(cfg.bind, cfg.https_port);
 

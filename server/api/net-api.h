@@ -36,6 +36,9 @@ struct xa_error *xa_pif_scan(const char *host) XA_WARN_UNUSED;
 
 void xa_network_init(void);
 void xa_pif_init(const char *nics);
+/* Starts the DHCP clients of this host's DHCP PIFs again (at start-up,
+ * once the network backend runs); returns at once. */
+void xa_pif_resume_dhcp(void);
 void xa_vlan_init(void);
 void xa_bond_init(void);
 

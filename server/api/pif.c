@@ -13,6 +13,7 @@
  * on the bridge when the PIF is plugged into Open vSwitch, otherwise on
  * the device itself. */
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -424,6 +425,93 @@ record_lease(const char *pif, const struct xa_dhcp_lease *l)
     return dhcp;
 }
 
+/* The device that carries 'pif's address into '*dev' (caller frees):
+ * on Open vSwitch the bridge of its network (made now if need be),
+ * else the NIC itself. */
+static struct xa_error *
+ip_device(const char *pif, char **dev)
+{
+    struct xa_txn *t = xa_db_begin_read();
+    bool attached = xa_api_bool(t, &xa_cls_PIF, pif,
+                                XA_F(xa_cls_PIF, "currently_attached"));
+    char *netref =
+        xa_strdup(xa_api_str(t, &xa_cls_PIF, pif, XA_F(xa_cls_PIF, "network")));
+    *dev =
+        xa_strdup(xa_api_str(t, &xa_cls_PIF, pif, XA_F(xa_cls_PIF, "device")));
+    xa_db_end(t);
+    const char *backend = xa_net_name();
+    struct xa_error *err = NULL;
+    if (attached && backend && strcmp(backend, "ovs") == 0) {
+        free(*dev);
+        *dev = NULL;
+        err = xa_net_ensure_bridge(netref, dev);
+    }
+    free(netref);
+    return err;
+}
+
+static struct xa_error *
+start_dhcp(const char *pif, const char *dev)
+{
+    struct xa_error *err = xa_nl_link_up(dev);
+    return err ? err : xa_dhcp_start(pif, dev, record_lease);
+}
+
+/* At start-up (on its own thread: bridges and links may take a moment),
+ * the DHCP clients of this host's DHCP PIFs run again, as they did
+ * before xapid stopped. */
+static void *
+resume_dhcp_main(void *arg)
+{
+    XA_UNUSED(arg);
+    struct xa_txn *t = xa_db_begin_read();
+    struct xa_value *all = xa_db_get_all(t, &xa_cls_PIF);
+    struct xa_value *mine = xa_array();
+    for (size_t i = 0; all && i < all->u.arr.n; i++) {
+        const char *p = all->u.arr.items[i]->u.str.s;
+        if (strcmp(xa_api_str(t, &xa_cls_PIF, p, XA_F(xa_cls_PIF, "host")),
+                   xa_self_host()) == 0 &&
+            strcmp(xa_api_str(t, &xa_cls_PIF, p,
+                              XA_F(xa_cls_PIF, "ip_configuration_mode")),
+                   "DHCP") == 0) {
+            xa_array_append(mine, xa_string(p));
+        }
+    }
+    xa_db_end(t);
+    xa_value_unref(all);
+    for (size_t i = 0; i < mine->u.arr.n; i++) {
+        const char *p = mine->u.arr.items[i]->u.str.s;
+        char *dev = NULL;
+        struct xa_error *err = ip_device(p, &dev);
+        if (!err) {
+            err = xa_nl_wait_link(dev, 5.0);
+        }
+        if (!err) {
+            err = start_dhcp(p, dev);
+        }
+        if (err) {
+            xa_log_warn("net", "PIF %s: DHCP not resumed: %s", p,
+                        err->n_params ? err->params[0] : err->code);
+            xa_error_free(err);
+        }
+        free(dev);
+    }
+    xa_value_unref(mine);
+    return NULL;
+}
+
+void
+xa_pif_resume_dhcp(void)
+{
+    if (!xa_self_host() || !xa_net_name()) {
+        return;
+    }
+    pthread_t th;
+    if (pthread_create(&th, NULL, resume_dhcp_main, NULL) == 0) {
+        pthread_detach(th);
+    }
+}
+
 struct xa_error *
 xa_impl_PIF_reconfigure_ip(struct xa_call *call, const char *self,
                            const char *mode, const char *IP,
@@ -444,22 +532,8 @@ xa_impl_PIF_reconfigure_ip(struct xa_call *call, const char *self,
             return xa_error_invalid_value("gateway", gateway);
         }
     }
-    struct xa_txn *t = xa_db_begin_read();
-    bool attached = xa_api_bool(t, &xa_cls_PIF, self,
-                                XA_F(xa_cls_PIF, "currently_attached"));
-    const char *net =
-        xa_api_str(t, &xa_cls_PIF, self, XA_F(xa_cls_PIF, "network"));
-    char *netref = xa_strdup(net);
-    char *dev =
-        xa_strdup(xa_api_str(t, &xa_cls_PIF, self, XA_F(xa_cls_PIF, "device")));
-    xa_db_end(t);
-    const char *backend = xa_net_name();
-    struct xa_error *err = NULL;
-    if (attached && backend && strcmp(backend, "ovs") == 0) {
-        free(dev);
-        err = xa_net_ensure_bridge(netref, &dev);
-    }
-    free(netref);
+    char *dev = NULL;
+    struct xa_error *err = ip_device(self, &dev);
     /* Whatever the new mode, the old DHCP client (if any) goes first, so
      * it cannot put its lease back. */
     xa_dhcp_stop(self);
@@ -475,10 +549,7 @@ xa_impl_PIF_reconfigure_ip(struct xa_call *call, const char *self,
             err = xa_nl_default_route(dev, gateway);
         }
     } else if (!err && strcmp(mode, "DHCP") == 0) {
-        err = xa_nl_link_up(dev);
-        if (!err) {
-            err = xa_dhcp_start(self, dev, record_lease);
-        }
+        err = start_dhcp(self, dev);
     }
     if (err) {
         struct xa_error *e =
@@ -490,7 +561,7 @@ xa_impl_PIF_reconfigure_ip(struct xa_call *call, const char *self,
     }
     free(dev);
     bool st = strcmp(mode, "Static") == 0;
-    t = xa_db_begin_write();
+    struct xa_txn *t = xa_db_begin_write();
     err =
         xa_api_set(t, &xa_cls_PIF, self,
                    XA_F(xa_cls_PIF, "ip_configuration_mode"), xa_string(mode));

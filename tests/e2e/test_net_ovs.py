@@ -565,3 +565,37 @@ def test_xapid_restart_converges(ovs, server):
     s.VM.hard_shutdown(vm)
     assert port not in ovs.all_ports()
     assert not vif_flows(ovs, bridge, cookie)
+
+
+def test_dhcp_client_comes_back_with_xapid(ovs, server):
+    """A DHCP PIF keeps its client across a restart of xapid: the new
+    xapid starts dhclient again (its own child) and keeps the lease."""
+    if not ovs_env._which("dhclient") or not ovs_env._which("dnsmasq"):
+        pytest.skip("dhclient or dnsmasq is not installed")
+    s = server.login()
+    pif = pif_of(s, "xt0")
+    dhcp_dir = os.path.join(server.state_dir, "dhcp")
+    pid_file = os.path.join(dhcp_dir, "xenbr0.pid")
+    # test_reconfigure_ip_dhcp left dnsmasq serving on xt0's peer
+    s.PIF.reconfigure_ip(pif, "DHCP", "", "", "", "")
+    ovs.wait_for(lambda: s.PIF.get_IP(pif), timeout=30, what="a lease")
+    server.stop_clean()
+    server.start()
+    s = server.login()
+
+    def client_of_new_xapid():
+        try:
+            with open(pid_file) as f:
+                pid = int(f.read())
+            with open("/proc/%d/stat" % pid) as f:
+                return int(f.read().rsplit(")", 1)[1].split()[1]) == \
+                    server.pid
+        except (OSError, ValueError):
+            return False
+    ovs.wait_for(client_of_new_xapid, timeout=30,
+                 what="dhclient restarted by the new xapid")
+    ip = ovs.wait_for(lambda: s.PIF.get_IP(pif), timeout=30,
+                      what="the lease recorded again")
+    assert "%s/24" % ip in ovs.ns_ip("-4", "addr", "show", "xenbr0")
+    s.PIF.reconfigure_ip(pif, "None", "", "", "", "")
+    assert s.PIF.get_IP(pif) == ""
