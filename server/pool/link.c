@@ -4,6 +4,7 @@
  * The TLS check runs inside the handshake (client.c): a peer whose
  * certificate is neither a pool host's (Certificate rows) nor pinned at
  * join never sees a byte of the request, the pool secret included. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,10 @@ struct link {
     char *session;
     long timeout_s;
     pthread_mutex_t lock; /* one call at a time on the connection */
+    /* set by xa_pool_links_reset without 'lock' (a call in flight may
+     * hold it until a dead peer times out); the next call renews the
+     * connection and session before it uses them */
+    atomic_bool stale;
 };
 
 static pthread_mutex_t links_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -126,21 +131,30 @@ link_get(const char *addr, const char *kind, long timeout_s)
 }
 
 /* New connections and sessions everywhere (the pins, the secret or the
- * roles changed); a call in flight finishes first. */
+ * roles changed).  Does not wait for calls in flight (one stuck on a
+ * dead peer would hold the caller for its whole timeout): each link
+ * renews itself before its next call. */
 void
 xa_pool_links_reset(void)
 {
     pthread_mutex_lock(&links_lock);
     for (size_t i = 0; i < n_links; i++) {
-        struct link *l = links[i];
-        pthread_mutex_lock(&l->lock);
+        atomic_store(&links[i]->stale, true);
+    }
+    pthread_mutex_unlock(&links_lock);
+}
+
+/* Renews 'l's connection and session if a reset asked for it; with
+ * 'l->lock' held. */
+static void
+renew_if_stale_locked(struct link *l)
+{
+    if (atomic_exchange(&l->stale, false)) {
         xa_client_free(l->client);
         l->client = link_client(l);
         free(l->session);
         l->session = NULL;
-        pthread_mutex_unlock(&l->lock);
     }
-    pthread_mutex_unlock(&links_lock);
 }
 
 static void
@@ -199,6 +213,7 @@ xa_pool_link_call(const char *addr, const char *kind, const char *method,
         params = xa_array();
     }
     pthread_mutex_lock(&l->lock);
+    renew_if_stale_locked(l);
     struct xa_error *err = NULL;
     for (int attempt = 0;; attempt++) {
         if (!l->session) {

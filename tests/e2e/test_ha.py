@@ -491,11 +491,6 @@ def test_link_cut_member_is_fenced(hapool):
     assert e.code == "HOST_IS_SLAVE"
 
 
-@pytest.mark.skipif(not os.environ.get("XA_HA_SLOW"), reason=(
-    "slow (~60 s): after the master's link is cut, the new master's "
-    "restarts wait ~35 s for xa_pool_links_reset (server/pool/link.c), "
-    "which waits for the members' calls stuck on the unreachable old "
-    "master; set XA_HA_SLOW=1 to run"))
 def test_link_cut_master_is_fenced_and_replaced(hapool):
     pool, api, sr, vms = ha_pool(hapool)
     old = pool.hosts[0]
