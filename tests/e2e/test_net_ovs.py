@@ -115,6 +115,7 @@ def test_pif_plug_makes_bridge_with_uplink(ovs, s):
 
 def test_reconfigure_ip_static_and_none(ovs, s):
     pif = pif_of(s, "xt0")
+    s.PIF.plug(pif)  # the address goes on its bridge (plugged: idempotent)
     s.PIF.reconfigure_ip(pif, "Static", "10.77.0.5", "255.255.255.0",
                          "10.77.0.1", "10.77.0.1")
     # The address lives on the bridge, the device the PIF's traffic uses.
@@ -146,6 +147,7 @@ def test_reconfigure_ip_dhcp(ovs, s, server):
                              "10.78.0.60") is None:
         pytest.skip("dnsmasq is not installed")
     pif = pif_of(s, "xt0")
+    s.PIF.plug(pif)  # the address goes on its bridge (plugged: idempotent)
     s.PIF.reconfigure_ip(pif, "DHCP", "", "", "", "")
     assert s.PIF.get_ip_configuration_mode(pif) == "DHCP"
     ip = ovs.wait_for(lambda: s.PIF.get_IP(pif), timeout=30,
