@@ -290,10 +290,7 @@ ovs_ensure_bridge(const struct xa_net_bridge *b)
         json_object_array_add(ops, op);
     }
     free(uuid);
-    json_object *res = NULL;
-    err = xa_ovsdb_transact(db, ops, &res);
-    json_object_put(res);
-    return err;
+    return xa_ovsdb_transact(db, ops, NULL);
 }
 
 static struct xa_error *
@@ -310,10 +307,7 @@ ovs_remove_bridge(const char *name)
         op, "mutations", mutation("bridges", "delete", uuid_set("uuid", uuid)));
     json_object_array_add(ops, op);
     free(uuid);
-    json_object *res = NULL;
-    err = xa_ovsdb_transact(db, ops, &res);
-    json_object_put(res);
-    return err;
+    return xa_ovsdb_transact(db, ops, NULL);
 }
 
 /* Removes port 'uuid' from whichever bridge holds it (the Port row and
@@ -425,10 +419,7 @@ ovs_put_port(const struct xa_net_port *p)
         mutation("ports", "insert", uuid_set("named-uuid", "port")));
     json_object_array_add(ops, mop);
     free(uuid);
-    json_object *res = NULL;
-    err = xa_ovsdb_transact(db, ops, &res);
-    json_object_put(res);
-    return err;
+    return xa_ovsdb_transact(db, ops, NULL);
 }
 
 static struct xa_error *
@@ -442,10 +433,7 @@ ovs_remove_port(const char *name)
     json_object *ops = json_object_new_array();
     json_object_array_add(ops, op_unlink_port(uuid));
     free(uuid);
-    json_object *res = NULL;
-    err = xa_ovsdb_transact(db, ops, &res);
-    json_object_put(res);
-    return err;
+    return xa_ovsdb_transact(db, ops, NULL);
 }
 
 static void

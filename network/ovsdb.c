@@ -313,7 +313,9 @@ xa_ovsdb_ping(struct xa_ovsdb *db)
 struct xa_error *
 xa_ovsdb_transact(struct xa_ovsdb *db, json_object *ops, json_object **ret)
 {
-    *ret = NULL;
+    if (ret) {
+        *ret = NULL;
+    }
     json_object *params = json_object_new_array();
     json_object_array_add(params, json_object_new_string("Open_vSwitch"));
     size_t n = json_object_array_length(ops);
@@ -352,7 +354,7 @@ xa_ovsdb_transact(struct xa_ovsdb *db, json_object *ops, json_object **ret)
                     det ? json_object_get_string(det) : "");
             }
         }
-        if (!err) {
+        if (!err && ret) {
             *ret = json_object_get(result);
         }
     }

@@ -23,9 +23,9 @@ void xa_ovsdb_free(struct xa_ovsdb *db);
 
 /* Runs one transaction on database 'Open_vSwitch'.  'ops' (taken) is the
  * array of operations.  On success '*ret' receives the array of results
- * (caller puts it).  A failed operation (an "error" member in any
- * result) is an error naming it; so is a broken connection, after which
- * the next call reconnects. */
+ * (caller puts it; 'ret' NULL: the results are not wanted).  A failed operation
+ * (an "error" member in any result) is an error naming it; so is a broken
+ * connection, after which the next call reconnects. */
 struct xa_error *xa_ovsdb_transact(struct xa_ovsdb *db, json_object *ops,
                                    json_object **ret) XA_WARN_UNUSED;
 

@@ -57,25 +57,13 @@ check_statefile_sr(struct xa_txn *t, const char *sr)
     }
     /* every host must reach it */
     struct xa_value *hosts = xa_db_get_all(t, &xa_cls_host);
-    struct xa_value *pbds =
-        xa_api_refs_where(t, &xa_cls_PBD, XA_F(xa_cls_PBD, "SR"), sr);
     struct xa_error *err = NULL;
     for (size_t i = 0; hosts && i < hosts->u.arr.n && !err; i++) {
-        const char *h = hosts->u.arr.items[i]->u.str.s;
-        bool ok = false;
-        for (size_t j = 0; pbds && j < pbds->u.arr.n && !ok; j++) {
-            const char *p = pbds->u.arr.items[j]->u.str.s;
-            ok = strcmp(xa_api_str(t, &xa_cls_PBD, p, XA_F(xa_cls_PBD, "host")),
-                        h) == 0 &&
-                 xa_api_bool(t, &xa_cls_PBD, p,
-                             XA_F(xa_cls_PBD, "currently_attached"));
-        }
-        if (!ok) {
+        if (!xa_sr_attached_on(t, sr, hosts->u.arr.items[i]->u.str.s)) {
             err = xa_error_new("HA_HOST_CANNOT_ACCESS_STATEFILE", 0);
         }
     }
     xa_value_unref(hosts);
-    xa_value_unref(pbds);
     return err;
 }
 

@@ -56,6 +56,8 @@ struct xa_error *xa_sr_record_vdi(struct xa_txn *t, const char *ref,
 struct xa_error *xa_vdi_locate(struct xa_txn *t, const char *vdi,
                                struct xa_sr_info *s,
                                char **location) XA_WARN_UNUSED;
+/* True when 'host' has 'sr' attached: a plugged PBD of it there. */
+bool xa_sr_attached_on(struct xa_txn *t, const char *sr, const char *host);
 /* True when a running or paused VM has 'vdi' plugged. */
 bool xa_vdi_in_use(struct xa_txn *t, const char *vdi);
 /* Removes a VDI's row and its VBDs (the image is the caller's concern). */

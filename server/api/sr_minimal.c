@@ -203,6 +203,23 @@ xa_sr_sizes(struct xa_txn *t, const char *sr, const struct xa_sr_stat *st)
     return err;
 }
 
+bool
+xa_sr_attached_on(struct xa_txn *t, const char *sr, const char *host)
+{
+    struct xa_value *pbds =
+        xa_db_get_field(t, &xa_cls_SR, sr, XA_F(xa_cls_SR, "PBDs"));
+    bool ok = false;
+    for (size_t i = 0; pbds && i < pbds->u.arr.n && !ok; i++) {
+        const char *p = pbds->u.arr.items[i]->u.str.s;
+        ok = strcmp(xa_api_str(t, &xa_cls_PBD, p, XA_F(xa_cls_PBD, "host")),
+                    host) == 0 &&
+             xa_api_bool(t, &xa_cls_PBD, p,
+                         XA_F(xa_cls_PBD, "currently_attached"));
+    }
+    xa_value_unref(pbds);
+    return ok;
+}
+
 struct xa_error *
 xa_vdi_store_sizes(struct xa_txn *t, const char *vdi, const struct xa_sr_vdi *v)
 {

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/sr_api.h"
 #include "api/vm.h"
 #include "hypervisor/hv.h"
 #include "pool/pool.h"
@@ -358,23 +359,6 @@ xa_impl_VM_get_allowed_VIF_devices(struct xa_call *call, const char *vm,
     return NULL;
 }
 
-static bool
-sr_on_host(struct xa_txn *t, const char *sr, const char *host)
-{
-    struct xa_value *pbds =
-        xa_db_get_field(t, &xa_cls_SR, sr, XA_F(xa_cls_SR, "PBDs"));
-    bool ok = false;
-    for (size_t i = 0; pbds && i < pbds->u.arr.n && !ok; i++) {
-        const char *p = pbds->u.arr.items[i]->u.str.s;
-        ok = strcmp(xa_api_str(t, &xa_cls_PBD, p, XA_F(xa_cls_PBD, "host")),
-                    host) == 0 &&
-             xa_api_bool(t, &xa_cls_PBD, p,
-                         XA_F(xa_cls_PBD, "currently_attached"));
-    }
-    xa_value_unref(pbds);
-    return ok;
-}
-
 /* xapi's assert_can_boot_here for a single host: the host is up and
  * enabled, sees the VM's storage, and has the memory.  The one place
  * placement asks this, standalone or in a pool. */
@@ -402,7 +386,7 @@ xa_vm_can_boot_here(struct xa_txn *t, const char *vm, const char *host)
         }
         const char *sr =
             xa_api_str(t, &xa_cls_VDI, vdi, XA_F(xa_cls_VDI, "SR"));
-        if (!sr_on_host(t, sr, host)) {
+        if (!xa_sr_attached_on(t, sr, host)) {
             err = xa_error_new("VM_REQUIRES_SR", 2, vm, sr);
         }
     }

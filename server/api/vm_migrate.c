@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "api/net-api.h"
+#include "api/sr_api.h"
 #include "api/vm.h"
 #include "hmap.h"
 #include "hypervisor/hv.h"
@@ -60,24 +61,6 @@ opt_bool(const struct xa_value *options, const char *key, bool dflt)
     }
     return strcmp(v, "true") == 0 || strcmp(v, "1") == 0 ||
            strcmp(v, "yes") == 0 || strcmp(v, "on") == 0;
-}
-
-/* Whether 'host' can see 'sr': an attached PBD of it on that host. */
-static bool
-sr_visible(struct xa_txn *t, const char *sr, const char *host)
-{
-    struct xa_value *pbds =
-        xa_api_refs_where(t, &xa_cls_PBD, XA_F(xa_cls_PBD, "SR"), sr);
-    bool ok = false;
-    for (size_t i = 0; pbds && i < pbds->u.arr.n && !ok; i++) {
-        const char *p = pbds->u.arr.items[i]->u.str.s;
-        ok = strcmp(xa_api_str(t, &xa_cls_PBD, p, XA_F(xa_cls_PBD, "host")),
-                    host) == 0 &&
-             xa_api_bool(t, &xa_cls_PBD, p,
-                         XA_F(xa_cls_PBD, "currently_attached"));
-    }
-    xa_value_unref(pbds);
-    return ok;
 }
 
 /* A network with physical interfaces reaches a host only through one of
@@ -149,7 +132,7 @@ check_destination(struct xa_txn *t, const char *vm, const char *host,
         }
         const char *sr =
             xa_api_str(t, &xa_cls_VDI, vdi, XA_F(xa_cls_VDI, "SR"));
-        if (!sr_visible(t, sr, host)) {
+        if (!xa_sr_attached_on(t, sr, host)) {
             err = xa_error_new("VM_REQUIRES_SR", 2, vm, sr);
         }
     }
