@@ -323,6 +323,14 @@ from_answer(struct waiter *w, bool timed_out, struct answer_cache *cache)
 static bool
 try_answer(struct waiter *w, bool timed_out, struct answer_cache *cache)
 {
+    const char *session = w->call->session_ref;
+    if (session && !xa_session_alive(session)) {
+        /* Logged out while this sweep held the waiter off the list,
+         * where xa_event_session_gone() could not find it. */
+        xa_call_finish(w->call, xa_error_new("SESSION_INVALID", 1, session),
+                       NULL);
+        return true;
+    }
     if (w->kind == WAIT_FROM) {
         struct xa_value *result = from_answer(w, timed_out, cache);
         if (!result) {
@@ -504,6 +512,10 @@ xa_event_session_gone(const char *session_ref)
             rp = &r->next;
         }
     }
+    /* A sweep in progress may hold more of this session's waiters: have
+     * the event thread look again once it puts them back. */
+    dirty = true;
+    pthread_cond_signal(&wake);
     pthread_mutex_unlock(&lock);
     while (gone) {
         struct waiter *w = gone;

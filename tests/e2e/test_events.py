@@ -251,6 +251,55 @@ def test_logout_wakes_waiter(xapid):
     assert w.t_done - t0 < 1.0
 
 
+def test_logout_during_sweeps_wakes_waiter(xapid, session, vm):
+    """A logout that lands while the event thread is busy re-checking
+    every parked waiter (a write storm, hundreds of waiters) still
+    answers the logged-out session's waiter at once: the sweep must not
+    put it back on the list after the logout looked for it."""
+    busy_vm = new_vm(session, "events-storm")
+    tok = token_now(session)
+    crowd = [Waiter(xapid, session.ref, ["vm/" + vm], tok, 30)
+             for _ in range(150)]
+    for w in crowd:
+        w.start()
+    stop = threading.Event()
+
+    def storm():
+        writer = xapid.login()
+        i = 0
+        while not stop.is_set():
+            writer.VM.set_name_description(busy_vm, "storm-%d" % i)
+            i += 1
+        writer.logout()
+
+    t = threading.Thread(target=storm, daemon=True)
+    t.start()
+    try:
+        late = []
+        for i in range(20):
+            s = xapid.login()
+            w = Waiter(xapid, s.ref, ["vm/" + vm], token_now(s), 30)
+            w.start()
+            time.sleep(0.05 + 0.01 * (i % 5))
+            t0 = time.monotonic()
+            s.logout()
+            w.join(3)
+            if w.is_alive() or not isinstance(w.error, XapiError):
+                late.append((i, w.result, w.error))
+            elif w.error.details != ["SESSION_INVALID", s.ref] \
+                    or w.t_done - t0 > 2.0:
+                late.append((i, w.error.details, w.t_done - t0))
+        assert not late, late
+    finally:
+        stop.set()
+        t.join(10)
+    session.VM.set_name_description(vm, "crowd-release")
+    for w in crowd:
+        w.join(10)
+    assert all(w.result for w in crowd)
+    session.VM.destroy(busy_vm)
+
+
 def test_many_concurrent_waiters(xapid, session, vm):
     tok = token_now(session)
     waiters = [Waiter(xapid, session.ref, ["vm/" + vm], tok, 20)
