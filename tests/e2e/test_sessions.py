@@ -96,20 +96,20 @@ def test_wrong_password(fresh):
 def test_failures_are_delayed_increasingly(fresh):
     api = fresh.api()
     times = []
-    for _ in range(4):
+    for _ in range(6):
         e, dt = timed(api.call, "session.login_with_password", "root", "bad")
         assert isinstance(e, XapiError)
         assert e.code == "SESSION_AUTHENTICATION_FAILED"
         times.append(dt)
-    assert times[0] >= 0.05, times
-    assert times[3] >= 0.4, times
-    assert times[3] > times[0] * 2, times
-    assert all(b >= a * 0.9 for a, b in zip(times, times[1:])), times
+    # 100 ms doubling: a delay is never shorter than its step (a loaded
+    # machine only adds to it, so only the lower bounds are tight)
+    for i, dt in enumerate(times):
+        assert 0.1 * 2 ** i * 0.95 <= dt < 0.1 * 2 ** i + 3.0, (i, times)
     # success is not delayed, and resets the count
     s, dt = timed(api.login, "root", fresh.password)
     assert not isinstance(s, XapiError) and dt < 1.0, dt
     e, dt = timed(api.call, "session.login_with_password", "root", "bad")
-    assert dt < times[3] * 0.75, (dt, times)
+    assert dt < times[5] * 0.5, (dt, times)  # back to the first step
 
 
 def test_delayed_failure_does_not_block_others(fresh):
