@@ -277,6 +277,7 @@ xa_impl_PIF_forget(struct xa_call *call, const char *self)
     }
     err = xa_api_finish(t, err);
     if (!err) {
+        xa_dhcp_stop(self);
         xa_net_restructure();
     }
     return err;
@@ -301,6 +302,40 @@ xa_impl_PIF_destroy(struct xa_call *call, const char *self)
         err = xa_error_new("PIF_IS_NOT_PHYSICAL", 1, self);
     }
     free(vlan);
+    return err;
+}
+
+static struct xa_error *ip_device(const char *pif, char **dev);
+static struct xa_error *start_dhcp(const char *pif, const char *dev);
+static bool record_lease(const char *pif, const struct xa_dhcp_lease *l);
+
+/* A DHCP PIF's client follows its plugging: plugged, it runs (and puts
+ * the lease back); unplugged, it stops and the address goes, as an
+ * ifdown would do.  Other modes are left alone. */
+static struct xa_error *
+dhcp_follow(const char *pif, bool attached)
+{
+    struct xa_txn *t = xa_db_begin_read();
+    bool dhcp = strcmp(xa_api_str(t, &xa_cls_PIF, pif,
+                                  XA_F(xa_cls_PIF, "ip_configuration_mode")),
+                       "DHCP") == 0;
+    xa_db_end(t);
+    if (!dhcp) {
+        return NULL;
+    }
+    xa_dhcp_stop(pif);
+    char *dev = NULL;
+    struct xa_error *err = ip_device(pif, &dev);
+    if (!err && attached) {
+        err = xa_nl_wait_link(dev, 5.0);
+        if (!err) {
+            err = start_dhcp(pif, dev);
+        }
+    } else if (!err) {
+        err = xa_nl_flush_v4(dev);
+        record_lease(pif, &(struct xa_dhcp_lease){0});
+    }
+    free(dev);
     return err;
 }
 
@@ -342,6 +377,9 @@ xa_impl_PIF_plug(struct xa_call *call, const char *self)
             xa_error_free(set_attached(self, false));
         }
     }
+    if (!err && !was) {
+        err = dhcp_follow(self, true);
+    }
     free(net);
     return err;
 }
@@ -362,7 +400,10 @@ xa_impl_PIF_unplug(struct xa_call *call, const char *self)
     if (disallow) {
         return xa_error_new("PIF_DOES_NOT_ALLOW_UNPLUG", 1, self);
     }
-    struct xa_error *err = set_attached(self, false);
+    struct xa_error *err = dhcp_follow(self, false);
+    if (!err) {
+        err = set_attached(self, false);
+    }
     if (!err) {
         /* The uplink port goes; the bridge stays for the VIFs on it. */
         xa_net_restructure();

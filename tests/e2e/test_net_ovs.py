@@ -140,6 +140,15 @@ def test_reconfigure_ip_static_and_none(ovs, s):
     assert s.PIF.get_ip_configuration_mode(pif) == "None"
 
 
+def gone(pid):
+    """Whether process 'pid' has exited (a zombie counts as gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def test_reconfigure_ip_dhcp(ovs, s, server):
     if not ovs_env._which("dhclient"):
         pytest.skip("dhclient is not installed (isc-dhcp-client)")
@@ -167,10 +176,23 @@ def test_reconfigure_ip_dhcp(ovs, s, server):
     with open("/proc/%d/stat" % pid) as f:
         assert int(f.read().rsplit(")", 1)[1].split()[1]) == server.pid
     assert os.path.getsize(os.path.join(dhcp_dir, "xenbr0.leases")) > 0
+    # Unplugged, the client stops and the address goes (an ifdown);
+    # plugged again, a new client puts a lease back.
+    s.PIF.unplug(pif)
+    assert gone(pid), "dhclient still runs after PIF.unplug"
+    assert "10.78.0." not in ovs.ns_ip("-4", "addr", "show", "xenbr0")
+    assert s.PIF.get_IP(pif) == ""
+    assert s.PIF.get_ip_configuration_mode(pif) == "DHCP"
+    s.PIF.plug(pif)
+    ip = ovs.wait_for(lambda: s.PIF.get_IP(pif), timeout=30,
+                      what="a lease after PIF.plug")
+    assert "%s/24" % ip in ovs.ns_ip("-4", "addr", "show", "xenbr0")
+    with open(os.path.join(dhcp_dir, "xenbr0.pid")) as f:
+        pid = int(f.read())
+    assert not gone(pid)
     # Another mode stops the client and takes the address away.
     s.PIF.reconfigure_ip(pif, "None", "", "", "", "")
-    assert not os.path.exists("/proc/%d" % pid) or \
-        open("/proc/%d/stat" % pid).read().split()[2] == "Z"
+    assert gone(pid)
     assert "10.78.0." not in ovs.ns_ip("-4", "addr", "show", "xenbr0")
     assert s.PIF.get_IP(pif) == ""
 
