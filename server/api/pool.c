@@ -265,6 +265,15 @@ do_join(struct xa_call *call, const char *master, const char *user,
         xa_hmap_init(&set);
         struct xa_txn *t = xa_db_begin_read();
         owned_rows(t, xa_self_host(), &set);
+        /* the networks of its PIFs too: the master maps them onto its
+         * own by bridge (they are not this host's alone: eject keeps
+         * them) */
+        struct xa_value *pifs = refs_where(t, "PIF", "host", xa_self_host());
+        for (size_t i = 0; pifs && i < pifs->u.arr.n; i++) {
+            own_add(&set,
+                    str(t, "PIF", pifs->u.arr.items[i]->u.str.s, "network"));
+        }
+        xa_value_unref(pifs);
         xa_db_end(t);
         struct collect k = {.set = &set, .first = true};
         uint64_t gen;
@@ -361,9 +370,6 @@ xa_impl_pool_join_merge(struct xa_call *call, const char *payload,
             !json_object_object_get_ex(row, "bridge", &b)) {
             continue;
         }
-        struct xa_value *same =
-            xa_api_refs_where(t, cls("network"), fld("network", "bridge"), "");
-        xa_value_unref(same);
         struct xa_value *nets = xa_db_get_all(t, cls("network"));
         for (size_t k = 0; nets && k < nets->u.arr.n; k++) {
             const char *nref = nets->u.arr.items[k]->u.str.s;

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/net-api.h"
 #include "api/vm.h"
 #include "ha/ha.h"
 #include "hmap.h"
@@ -311,6 +312,7 @@ enum target {
     T_VBD_VM,      /* arg 0 is a VBD: where its VM runs */
     T_VIF_VM,      /* arg 0 is a VIF: where its VM runs */
     T_PBD_HOST,    /* arg 0 is a PBD: its host */
+    T_PIF_HOST,    /* arg 0 is a PIF: its host */
     T_ARG1_HOST,   /* arg 1 is the host (start_on, resume_on) */
     T_PLACE,       /* VM.start: placement decides */
 };
@@ -331,6 +333,8 @@ static const struct {
     {"VM.unpause", T_VM_RESIDENT},
     {"VM.suspend", T_VM_RESIDENT},
     {"VM.pool_migrate", T_VM_RESIDENT}, /* the source runs the migration */
+    {"VM.migrate_send", T_VM_RESIDENT},
+    {"VM.assert_can_migrate_sender", T_VM_RESIDENT},
     {"VBD.plug", T_VBD_VM},
     {"VBD.unplug", T_VBD_VM},
     {"VBD.unplug_force", T_VBD_VM},
@@ -341,6 +345,9 @@ static const struct {
     {"VIF.unplug_force", T_VIF_VM},
     {"PBD.plug", T_PBD_HOST},
     {"PBD.unplug", T_PBD_HOST},
+    {"PIF.plug", T_PIF_HOST}, /* its bridge, address and DHCP client */
+    {"PIF.unplug", T_PIF_HOST},
+    {"PIF.reconfigure_ip", T_PIF_HOST},
 };
 
 static bool
@@ -462,6 +469,10 @@ xa_pool_forward(struct xa_call *call, struct xa_value *const *args,
     case T_PBD_HOST:
         host =
             xa_strdup(xa_api_str(t, &xa_cls_PBD, a0, XA_F(xa_cls_PBD, "host")));
+        break;
+    case T_PIF_HOST:
+        host =
+            xa_strdup(xa_api_str(t, &xa_cls_PIF, a0, XA_F(xa_cls_PIF, "host")));
         break;
     case T_ARG1_HOST:
         host = xa_strdup(args[1]->u.str.s);

@@ -64,6 +64,30 @@ def test_join_and_host_is_slave(pool):
     assert "pool.db_write" not in methods and "pool.join" in methods
 
 
+def test_join_brings_pif_networks(pool):
+    """A joiner's PIFs end on networks the pool has: its physical
+    networks are merged onto the pool's by bridge name."""
+    master, member = pool.add(2)
+    api = master.login()
+    before = set(api.network.get_all())
+    mine = {api.network.get_bridge(api.PIF.get_network(p))
+            for p in api.PIF.get_all()}
+    poollib.join(member, master)
+    mh = host_by_address(api, member.address)
+    pifs = [p for p in api.PIF.get_all() if api.PIF.get_host(p) == mh]
+    assert pifs, "the member's PIFs were not merged"
+    nets = set(api.network.get_all())
+    for p in pifs:
+        n = api.PIF.get_network(p)
+        assert n in nets, ("PIF %s names a network the pool lacks" % p)
+        assert p in api.network.get_PIFs(n)
+        if api.network.get_bridge(n) in mine:
+            assert n in before  # the pool's own network, not a copy
+    # one network per bridge name
+    bridges = [api.network.get_bridge(n) for n in nets]
+    assert len(bridges) == len(set(bridges)), bridges
+
+
 def test_join_refusals_leave_both_databases_untouched(pool):
     master, joiner, third = pool.add(3)
     s = joiner.login()
@@ -101,8 +125,12 @@ def test_replication_lag_under_write_load(pool):
         lags.append(time.monotonic() - t0)
     print("replication lag: median %.1f ms, max %.1f ms"
           % (statistics.median(lags) * 1e3, max(lags) * 1e3))
-    # sanitizer builds run several times slower
-    assert max(lags) < (0.3 if os.environ.get("XA_SANITIZE") else 0.1)
+    # sanitizer builds run several times slower; a loaded machine (two
+    # cores shared with other tests) stretches single samples, so the
+    # median carries the figure and the worst only bounds a stall
+    slow = 3 if os.environ.get("XA_SANITIZE") else 1
+    assert statistics.median(lags) < 0.05 * slow, lags
+    assert max(lags) < 1.0 * slow, lags
 
 
 def test_vm_start_on_members(pool):
