@@ -4,7 +4,9 @@ memory over a dedicated TLS connection to the destination's xapid
 (CONNECT /migrate, negotiated over the pool link), and every failure
 (destination refuses, stream cut, destination QEMU killed) leaves the
 guest running on the source.  Guests run under KVM where /dev/kvm opens,
-else TCG (never skipped for that)."""
+else TCG (never skipped for that).  A Linux guest pinged every 100 ms
+from another across Open vSwitch migrates there and back, and the pings
+go on (skipped where Open vSwitch cannot run)."""
 
 import json
 import os
@@ -17,6 +19,7 @@ import time
 
 import pytest
 
+import ovs_env
 import poollib
 from poollib import wait_for
 from xapilib import expect_error
@@ -40,15 +43,17 @@ def guests():
     shutil.rmtree(out, ignore_errors=True)
 
 
-def kvm_pool(pool, envs):
-    """A pool of one kvm host per entry of 'envs' (extra environment)."""
+def kvm_pool(pool, envs, extra=None):
+    """A pool of one kvm host per entry of 'envs' (extra environment);
+    'extra', when given, has more arguments for each host."""
     hosts = []
-    for env in envs:
+    for i, env in enumerate(envs):
         saved = dict(os.environ)
         os.environ.update(env)
         try:
             hosts += pool.add(1, extra_args=["--hypervisor", "kvm",
-                                             "--threads", "16"])
+                                             "--threads", "16"] +
+                              (list(extra[i]) if extra else []))
         finally:
             os.environ.clear()
             os.environ.update(saved)
@@ -274,3 +279,183 @@ def test_kvm_migration_failures_leave_the_guest_on_the_source(pool, guests):
     api.VM.pool_migrate(vm, a, {})
     assert_runs_on(hosts, [a, b], api, vm, a)
     api.VM.hard_shutdown(vm)
+
+
+# ---- a ping across Open vSwitch while its target migrates ---------------
+
+# "64 bytes from 10.77.1.2: seq=12 ttl=64 time=2.345 ms" on the console of
+# a guest booted with xapid.ping= (tests/fixtures/guests/init.sh), which
+# pings every PING_MS
+REPLY = re.compile(rb"bytes from [0-9.]+: seq=(\d+) ")
+PING_MS = 100
+
+
+@pytest.fixture
+def switches():
+    """Two private Open vSwitches, one per host (each ovs-vswitchd in a
+    network namespace of its own, userspace datapath), and a cable between
+    them: NIC xw0 of one namespace is the other end of the veth that is
+    xw0 of the other.  Request it before 'pool': the switches go after the
+    hosts."""
+    why = ovs_env.missing()
+    if why:
+        pytest.skip(why)
+    envs = []
+    try:
+        for _ in range(2):
+            e = ovs_env.OvsEnv(nics=0)
+            envs.append(e)
+            e.start()
+        subprocess.run(["ip", "-n", envs[0].ns, "link", "add", "xw0", "type",
+                        "veth", "peer", "name", "xw0", "netns", envs[1].ns],
+                       check=True, capture_output=True)
+        for e in envs:
+            e.nics = ["xw0"]  # what xapid_args() gives the host
+            subprocess.run(["ip", "-n", e.ns, "link", "set", "xw0", "up"],
+                           check=True, capture_output=True)
+        yield envs
+    finally:
+        for e in envs:
+            e.close()
+
+
+def vif_ports(sw, vif_uuid):
+    """Names of the interfaces of switch 'sw' that carry VIF 'vif_uuid'."""
+    out = sw.vsctl("--format=json", "--columns=name", "find", "Interface",
+                   "external_ids:xs-vif-uuid=" + vif_uuid)
+    return [row[0] for row in json.loads(out)["data"]]
+
+
+def replies(log):
+    """The seq numbers of the ping replies in a console log, after the
+    pinger's last (re)start."""
+    i = log.rfind(b"PINGER-START")
+    return [int(n) for n in REPLY.findall(log, max(i, 0))]
+
+
+def test_kvm_ping_across_ovs_survives_live_migration(switches, pool, guests):
+    """Guest A on host 1 pings guest B every 100 ms over a pool network
+    (each host's bridge on its own Open vSwitch, the switches cabled
+    together by the hosts' PIFs) while B live-migrates to host 2 and back:
+    B never reboots, its tap follows it from switch to switch with the
+    VIF's external-ids, the replies go on after each migration and the
+    network loses at most a few more than B's own pause accounts for."""
+    built = subprocess.run([os.path.join(GUESTS_SRC, "build-linux.sh"),
+                            guests], capture_output=True, text=True)
+    if built.returncode != 0:
+        pytest.skip("no Linux guest: %s" % built.stderr.strip()[-300:])
+    hosts, api, (a, b) = kvm_pool(pool, [{}, {}],
+                                  [sw.xapid_args() for sw in switches])
+    # pool.join puts the joiner's PIF xw0 on the pool's network of the
+    # same bridge (xenbr0): one network, with a PIF on each host
+    pifs = {api.PIF.get_host(p): p for p, r in
+            api.PIF.get_all_records().items() if r["device"] == "xw0"}
+    assert set(pifs) == {a, b}, pifs
+    nets = {h: api.PIF.get_network(p) for h, p in pifs.items()}
+    assert set(nets.values()) <= set(api.network.get_all()), \
+        "a PIF of the pool names a network the pool does not have: %s" % nets
+    assert nets[a] == nets[b], nets
+    net = nets[a]
+    bridge = api.network.get_bridge(net)
+    # PIF.plug runs on the PIF's host: xw0 becomes the uplink of the
+    # bridge on that host's switch
+    for h, sw in zip((a, b), switches):
+        api.PIF.plug(pifs[h])
+        sw.wait_for(lambda: bridge in sw.bridges() and
+                    "xw0" in sw.ports(bridge),
+                    what="xw0 on %s of host %s's switch after PIF.plug"
+                    % (bridge, api.host.get_address(h)))
+
+    def linux(name, ip, mac, extra=""):
+        vm = guest_vm(api, name, os.path.join(guests, "vmlinuz"),
+                      memory=128 * MIB,
+                      initrd=os.path.join(guests, "initrd.img"),
+                      args="console=ttyS0 quiet panic=-1 xapid.ip=%s%s"
+                      % (ip, extra), platform={"accel": "tcg"})
+        vif = api.VIF.create({"device": "0", "network": net, "VM": vm,
+                              "MAC": mac, "MTU": "1500", "other_config": {},
+                              "qos_algorithm_type": "",
+                              "qos_algorithm_params": {}})
+        return vm, api.VIF.get_uuid(vif)
+
+    mac_b = "02:77:00:01:00:02"
+    vm_b, vif_b = linux("pinged", "10.77.1.2/24", mac_b)
+    vm_a, _ = linux("pinger", "10.77.1.1/24", "02:77:00:01:00:01",
+                    " xapid.ping=10.77.1.2")
+    api.VM.start_on(vm_b, a, False, False)
+    api.VM.start_on(vm_a, a, False, False)
+
+    def a_log():
+        return serial_log(hosts[0], api, vm_a)
+
+    def b_ticks(host):
+        return [float(t) for t in TICK.findall(serial_log(host, api, vm_b))]
+
+    # B answers A (same host, same switch) and ticks
+    wait_for(lambda: len(replies(a_log())) >= 20, timeout=180)
+    wait_for(lambda: len(b_ticks(hosts[0])) >= 2, timeout=60)
+    last = b_ticks(hosts[0])[-1]
+    lost_per_migration = []
+    for src, dst in ((a, b), (b, a)):
+        hd = hosts[[a, b].index(dst)]
+        sw_src = switches[[a, b].index(src)]
+        sw_dst = switches[[a, b].index(dst)]
+        before = a_log()
+        seq0 = replies(before)[-1]
+        t0 = time.monotonic()
+        api.VM.pool_migrate(vm_b, dst, {})
+        wall = time.monotonic() - t0
+        assert api.VM.get_resident_on(vm_b) == dst
+        assert api.VM.get_power_state(vm_b) == "Running"
+        assert api.VM.get_resident_on(vm_a) == a
+        # the tap went with B: a port of the bridge on the destination's
+        # switch with the VIF's external-ids, none left on the source's
+        tap = "tap%s.0" % api.VM.get_domid(vm_b)
+        sw_dst.wait_for(lambda: tap in sw_dst.ports(bridge),
+                        what="%s on %s" % (tap, bridge))
+        ids = sw_dst.ext_ids("Interface", tap)
+        assert ids["xs-vif-uuid"] == vif_b, ids
+        assert ids["xs-vm-uuid"] == api.VM.get_uuid(vm_b), ids
+        assert ids["xs-network-uuid"] == api.network.get_uuid(net), ids
+        assert ids["attached-mac"] == mac_b, ids
+        assert vif_ports(sw_dst, vif_b) == [tap]
+        assert vif_ports(sw_src, vif_b) == [], \
+            "the source's switch kept B's port"
+        # the pings go on: 3 s more of replies after the migration's end
+        seq1 = replies(a_log())[-1]
+        wait_for(lambda: replies(a_log())[-1] >= seq1 + 3000 // PING_MS,
+                 timeout=60)
+        log = a_log()
+        assert b"PINGER-START" not in log[len(before):], \
+            "A's pinger started again"
+        seqs = set(s for s in replies(log) if s > seq0)
+        lost = max(seqs) - seq0 - len(seqs)
+        lost_per_migration.append(lost)
+        # B went on where it was: its uptime goes on, no second boot
+        wait_for(lambda: len(b_ticks(hd)) >= 2, timeout=30)
+        first = b_ticks(hd)[0]
+        oc = api.VM.get_other_config(vm_b)
+        paused = int(oc["last_migration_downtime_ms"]) + \
+            int(oc["last_migration_switch_ms"])
+        print("ping %s: %d of %d lost (missing seq %s); wall %.0f ms, total "
+              "%s ms, downtime %s ms + switch %s ms; B's uptime %.2f -> %.2f"
+              % ("1->2" if dst == b else "2->1", lost, max(seqs) - seq0,
+                 sorted(set(range(seq0 + 1, max(seqs))) - seqs), wall * 1e3,
+                 oc["last_migration_total_ms"],
+                 oc["last_migration_downtime_ms"],
+                 oc["last_migration_switch_ms"], last, first))
+        assert last < first < last + 30, (last, first)
+        assert b"XAPID-GUEST-READY" not in serial_log(hd, api, vm_b)
+        # B stood still for QEMU's downtime plus the switch to the
+        # destination; the network loses at most a few pings more
+        assert lost <= paused // PING_MS + 5, \
+            "%d pings lost migrating B, which stood still for %d ms" % (
+                lost, paused)
+        assert lost <= 3000 // PING_MS, "%d pings lost" % lost
+        last = b_ticks(hd)[-1]
+    print("pings lost per migration: %s" % lost_per_migration)
+    api.VM.hard_shutdown(vm_b)
+    api.VM.hard_shutdown(vm_a)
+    for h, sw in zip(hosts, switches):
+        assert vif_ports(sw, vif_b) == []
+        assert not qemu_pids(h.state_dir)
