@@ -162,6 +162,17 @@ struct xa_hv_driver {
                                      bool live);
     struct xa_error *(*migrate_receive)(const struct xa_hv_domain_config *cfg,
                                         int fd, int64_t *domid);
+    /* Storage motion (NULL: the backend copies no disk while it runs).
+     * The receiver's incoming domain 'uuid' serves its disks 'devices'
+     * (userdevices) writable over NBD, export "vbd<device>", on the unix
+     * socket '*endpoint' (caller frees) until it runs.  The sender's
+     * migrate_send url then carries "mirror=DEVICE.FD,..." (FD a
+     * descriptor of xapid connected to that socket): each disk is
+     * mirrored there while the guest runs and the mirrors end in sync at
+     * the switch-over; on any failure the guest keeps its own disks. */
+    struct xa_error *(*disk_export)(const char *uuid,
+                                    const char *const *devices, size_t n,
+                                    char **endpoint);
     /* Figures of the last completed migrate_send of 'uuid', kept after
      * its domain left; false when none (NULL: the backend keeps none). */
     bool (*last_migration)(const char *uuid, struct xa_hv_migration_stats *out);

@@ -178,6 +178,14 @@ xa_hv_migrate_receive(const char *what, const struct xa_hv_domain_config *cfg,
     return active->migrate_receive(cfg, fd, domid);
 }
 
+struct xa_error *
+xa_hv_disk_export(const char *what, const char *uuid,
+                  const char *const *devices, size_t n, char **endpoint)
+{
+    NEED(disk_export, what);
+    return active->disk_export(uuid, devices, n, endpoint);
+}
+
 bool
 xa_hv_last_migration(const char *uuid, struct xa_hv_migration_stats *out)
 {

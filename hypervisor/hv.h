@@ -41,6 +41,10 @@ struct xa_error *xa_hv_resume(const char *what,
  * prepared to take the stream, left paused until the sender is done. */
 struct xa_error *xa_hv_migrate_send(const char *what, const char *uuid,
                                     const char *url, bool live);
+/* hv-driver.h's disk_export (NOT_IMPLEMENTED when the backend has none). */
+struct xa_error *xa_hv_disk_export(const char *what, const char *uuid,
+                                   const char *const *devices, size_t n,
+                                   char **endpoint);
 struct xa_error *xa_hv_migrate_receive(const char *what,
                                        const struct xa_hv_domain_config *cfg,
                                        int fd, int64_t *domid);

@@ -117,42 +117,272 @@ cmd_snapshot_revert(struct xe *xe, const struct xe_cmd *cmd)
 struct migrate_ctx {
     char *host;
     struct xa_value *options;
+    /* VM.migrate_send (disks, VIFs, another pool): what the destination's
+     * host.migrate_receive answered, the maps, and where the VIFs and
+     * disks left out of them go across pools */
+    struct xa_value *dest;
+    struct xa_value *vdi_map, *vif_map;
+    char *network, *default_sr;
+    bool live;
+    struct xe_remote *remote;
 };
+
+/* The VDIs of the disks of 'vm' (CDs left out). */
+static struct xa_value *
+vm_disks(struct xe *xe, const struct xa_value *rec)
+{
+    struct xa_value *out = xa_array();
+    const struct xa_value *vbds = xa_struct_get(rec, "VBDs");
+    for (size_t i = 0; vbds && vbds->kind == XA_ARRAY && i < vbds->u.arr.n;
+         i++) {
+        struct xa_value *r = NULL;
+        if (xe_call(xe, "VBD.get_record",
+                    xe_ref_array(xa_value_str(vbds->u.arr.items[i])),
+                    &r) == NULL) {
+            const char *vdi = xa_struct_get_str(r, "VDI");
+            const char *type = xa_struct_get_str(r, "type");
+            if (vdi && strcmp(vdi, "OpaqueRef:NULL") != 0 && type &&
+                strcmp(type, "CD") != 0) {
+                xa_array_append(out, xa_string(vdi));
+            }
+        }
+        xa_value_unref(r);
+    }
+    return out;
+}
 
 static struct xa_error *
 do_migrate(struct xe *xe, const char *ref, const struct xa_value *rec,
            void *ctx)
 {
-    XA_UNUSED(rec);
     struct migrate_ctx *m = ctx;
     struct xa_value *p = xe_ref_array(ref);
-    xa_array_append(p, xa_string(m->host));
+    if (!m->dest) {
+        xa_array_append(p, xa_string(m->host));
+        xa_array_append(p, xa_value_ref(m->options));
+        return xe_call_async(xe, "VM.pool_migrate", p, NULL);
+    }
+    struct xa_value *vdis = xa_struct(), *vifs = xa_struct();
+    for (size_t i = 0; i < m->vdi_map->u.st.n; i++) {
+        xa_struct_set(vdis, m->vdi_map->u.st.m[i].key,
+                      xa_value_ref(m->vdi_map->u.st.m[i].val));
+    }
+    for (size_t i = 0; i < m->vif_map->u.st.n; i++) {
+        xa_struct_set(vifs, m->vif_map->u.st.m[i].key,
+                      xa_value_ref(m->vif_map->u.st.m[i].val));
+    }
+    if (m->remote) {
+        /* across pools every disk and VIF needs a place: the pool's
+         * default SR and the chosen network unless named */
+        struct xa_value *disks = vm_disks(xe, rec);
+        for (size_t i = 0; m->default_sr && i < disks->u.arr.n; i++) {
+            const char *vdi = xa_value_str(disks->u.arr.items[i]);
+            if (!xa_struct_get(vdis, vdi)) {
+                xa_struct_set(vdis, vdi, xa_string(m->default_sr));
+            }
+        }
+        xa_value_unref(disks);
+        const struct xa_value *vl = xa_struct_get(rec, "VIFs");
+        for (size_t i = 0; vl && vl->kind == XA_ARRAY && i < vl->u.arr.n; i++) {
+            const char *vif = xa_value_str(vl->u.arr.items[i]);
+            if (!xa_struct_get(vifs, vif)) {
+                xa_struct_set(vifs, vif, xa_string(m->network));
+            }
+        }
+    }
+    xa_array_append(p, xa_value_ref(m->dest));
+    xa_array_append(p, xa_bool(m->live));
+    xa_array_append(p, vdis);
+    xa_array_append(p, vifs);
     xa_array_append(p, xa_value_ref(m->options));
-    return xe_call_async(xe, "VM.pool_migrate", p, NULL);
+    xa_array_append(p, xa_struct());
+    return xe_call_async(xe, "VM.migrate_send", p, NULL);
 }
 
-static int
-cmd_migrate(struct xe *xe, const struct xe_cmd *cmd)
+/* The destination's host (named, else its pool's master) and network
+ * (remote-network=, else that host's management network), then its
+ * host.migrate_receive; on the connection xe->c is now. */
+static struct xa_error *
+migrate_dest(struct xe *xe, struct migrate_ctx *m)
 {
     const char *h = xe_arg(xe, "host-uuid");
     if (!h) {
         h = xe_arg(xe, "host");
     }
-    if (!h) {
-        return xe_param_error("Required parameter not found", "host");
+    struct xa_error *err = NULL;
+    struct xa_value *r = NULL;
+    if (h) {
+        err = xe_resolve_ref(xe, xa_schema_class("host"), h, &m->host);
+    } else {
+        err = xe_call(xe, "pool.get_all", NULL, &r);
+        if (!err && r && r->u.arr.n) {
+            struct xa_value *master = NULL;
+            err =
+                xe_call(xe, "pool.get_master",
+                        xe_ref_array(xa_value_str(r->u.arr.items[0])), &master);
+            if (!err) {
+                m->host = xa_strdup(xa_value_str(master));
+            }
+            xa_value_unref(master);
+        }
+        xa_value_unref(r);
+        r = NULL;
     }
-    struct migrate_ctx m = {0};
-    struct xa_error *err =
-        xe_resolve_ref(xe, xa_schema_class("host"), h, &m.host);
+    const char *net = xe_arg(xe, "remote-network");
+    if (!err && net) {
+        err = xe_resolve_ref(xe, xa_schema_class("network"), net, &m->network);
+    }
+    if (!err && !m->network) {
+        err = xe_call(xe, "PIF.get_all_records", NULL, &r);
+        for (size_t i = 0; !err && r && i < r->u.st.n && !m->network; i++) {
+            const struct xa_value *pif = r->u.st.m[i].val;
+            const struct xa_value *mg = xa_struct_get(pif, "management");
+            const char *ph = xa_struct_get_str(pif, "host");
+            if (mg && mg->kind == XA_BOOL && mg->u.b && ph && m->host &&
+                strcmp(ph, m->host) == 0) {
+                m->network = xa_strdup(xa_struct_get_str(pif, "network"));
+            }
+        }
+        xa_value_unref(r);
+        r = NULL;
+    }
+    if (!err && !m->network) {
+        err = xe_call(xe, "network.get_all", NULL, &r);
+        if (!err && r && r->u.arr.n) {
+            m->network = xa_strdup(xa_value_str(r->u.arr.items[0]));
+        }
+        xa_value_unref(r);
+        r = NULL;
+    }
+    if (!err && !m->network) {
+        err = xa_error_new("INVALID_VALUE", 2, "remote-network", "");
+    }
+    if (!err) {
+        struct xa_value *p = xe_ref_array(m->host);
+        xa_array_append(p, xa_string(m->network));
+        xa_array_append(p, xa_struct());
+        err = xe_call(xe, "host.migrate_receive", p, &m->dest);
+    }
+    if (!err && m->remote) {
+        struct xa_value *pools = NULL;
+        if (!xe_call(xe, "pool.get_all", NULL, &pools) && pools &&
+            pools->u.arr.n) {
+            struct xa_value *sr = NULL;
+            if (!xe_call(xe, "pool.get_default_SR",
+                         xe_ref_array(xa_value_str(pools->u.arr.items[0])),
+                         &sr) &&
+                xa_value_str(sr) &&
+                strcmp(xa_value_str(sr), "OpaqueRef:NULL") != 0) {
+                m->default_sr = xa_strdup(xa_value_str(sr));
+            }
+            xa_value_unref(sr);
+        }
+        xa_value_unref(pools);
+    }
+    return err;
+}
+
+/* "vdi:<vdi-uuid>=<sr-uuid>" or "vif:<vif-uuid>=<network-uuid>": the
+ * keys are this pool's, the values the destination's. */
+static struct xa_error *
+resolve_map(struct xe *xe, struct xa_client *dest_c, const char *prefix,
+            const char *kc, const char *vc, struct xa_value **ret)
+{
+    struct xa_value *in = xe_arg_map(xe, prefix);
+    struct xa_value *out = xa_struct();
+    struct xa_error *err = NULL;
+    struct xa_client *local = xe->c;
+    for (size_t i = 0; i < in->u.st.n && !err; i++) {
+        char *k = NULL, *v = NULL;
+        err = xe_resolve_ref(xe, xa_schema_class(kc), in->u.st.m[i].key, &k);
+        if (!err) {
+            xe->c = dest_c;
+            err = xe_resolve_ref(xe, xa_schema_class(vc),
+                                 xa_value_str(in->u.st.m[i].val), &v);
+            xe->c = local;
+        }
+        if (!err) {
+            xa_struct_set(out, k, xa_string(v));
+        }
+        free(k);
+        free(v);
+    }
+    xa_value_unref(in);
     if (err) {
-        return report(xe, err);
+        xa_value_unref(out);
+        return err;
     }
+    *ret = out;
+    return NULL;
+}
+
+static void
+migrate_ctx_free(struct migrate_ctx *m)
+{
+    free(m->host);
+    free(m->network);
+    free(m->default_sr);
+    xa_value_unref(m->options);
+    xa_value_unref(m->dest);
+    xa_value_unref(m->vdi_map);
+    xa_value_unref(m->vif_map);
+    xe_remote_close(m->remote);
+}
+
+static int
+cmd_migrate(struct xe *xe, const struct xe_cmd *cmd)
+{
+    struct migrate_ctx m = {0};
+    m.live = xe_arg_bool(xe, "live", false);
     m.options = xa_struct();
-    xa_struct_set(m.options, "live",
-                  xa_string(xe_arg_bool(xe, "live", false) ? "true" : "false"));
-    int rc = for_each_selected(xe, cmd, do_migrate, &m);
-    free(m.host);
-    xa_value_unref(m.options);
+    xa_struct_set(m.options, "live", xa_string(m.live ? "true" : "false"));
+    const char *rm = xe_arg(xe, "remote-master");
+    bool maps = false;
+    for (size_t i = 0; i < xe->n_args && !maps; i++) {
+        maps = xa_str_has_prefix(xe->args[i].key, "vdi:") ||
+               xa_str_has_prefix(xe->args[i].key, "vif:");
+    }
+    struct xa_error *err = NULL;
+    if (!rm && !maps) {
+        /* inside the pool, memory only: VM.pool_migrate */
+        const char *h = xe_arg(xe, "host-uuid");
+        if (!h) {
+            h = xe_arg(xe, "host");
+        }
+        if (!h) {
+            migrate_ctx_free(&m);
+            return xe_param_error("Required parameter not found", "host");
+        }
+        err = xe_resolve_ref(xe, xa_schema_class("host"), h, &m.host);
+        if (err) {
+            migrate_ctx_free(&m);
+            return report(xe, err);
+        }
+        int rc = for_each_selected(xe, cmd, do_migrate, &m);
+        migrate_ctx_free(&m);
+        return rc;
+    }
+    struct xa_client *local = xe->c, *dest_c = local;
+    if (rm) {
+        m.remote = xe_remote_open(rm);
+        dest_c = xe_remote_client(m.remote);
+        const char *u = xe_arg(xe, "remote-username");
+        const char *pw = xe_arg(xe, "remote-password");
+        err = xa_client_login(dest_c, u ? u : "root", pw ? pw : "");
+    }
+    if (!err) {
+        xe->c = dest_c;
+        err = migrate_dest(xe, &m);
+        xe->c = local;
+    }
+    if (!err) {
+        err = resolve_map(xe, dest_c, "vdi", "VDI", "SR", &m.vdi_map);
+    }
+    if (!err) {
+        err = resolve_map(xe, dest_c, "vif", "VIF", "network", &m.vif_map);
+    }
+    int rc = err ? report(xe, err) : for_each_selected(xe, cmd, do_migrate, &m);
+    migrate_ctx_free(&m);
     return rc;
 }
 
@@ -936,8 +1166,13 @@ const struct xe_custom xe_custom_cmds[] = {
      "Shuts the selected VMs down, cleanly or (--force) at once."},
     {"vm-reboot", cmd_reboot, "vm", "", "--force, <vm-selectors>",
      "Reboots the selected VMs, cleanly or (--force) at once."},
-    {"vm-migrate", cmd_migrate, "vm", "host", "host-uuid, live, <vm-selectors>",
-     "Migrates the selected VMs to another host of the pool."},
+    {"vm-migrate", cmd_migrate, "vm", "",
+     "host, host-uuid, live, remote-master, remote-username, "
+     "remote-password, remote-network, vdi:<vdi-uuid>=<sr-uuid>, "
+     "vif:<vif-uuid>=<network-uuid>, <vm-selectors>",
+     "Migrates the selected VMs to another host of the pool or, with "
+     "remote-master, of another pool; vdi: and vif: move disks to other "
+     "SRs and VIFs to other networks (storage motion)."},
     {"vm-disk-add", cmd_disk_add, "vm", "disk-size",
      "device, sr-uuid, <vm-selectors>", "Adds a new disk to the selected VMs."},
     {"vm-cd-insert", cmd_cd_insert, "vm", "cd-name", "<vm-selectors>",

@@ -283,6 +283,59 @@ pin_check(void *ctx, const char *fp, bool ca_ok)
     return true;
 }
 
+/* ---- another pool (vm-migrate remote-master=) ------------------------ */
+
+/* How the main connection was made: another server is reached the same
+ * way (scheme, default port) and pinned in the same known-hosts file. */
+static bool conn_tls;
+static char conn_port[16];
+
+struct xe_remote {
+    struct xa_client *c;
+    struct pin pin;
+};
+
+struct xe_remote *
+xe_remote_open(const char *server)
+{
+    struct xe_remote *r = xa_calloc(1, sizeof *r);
+    const char *colon = strrchr(server, ':');
+    bool has_port = colon && server[0] != '[' && !strchr(colon + 1, ']') &&
+                    strchr(server, ':') == colon;
+    char *host = has_port ? xa_strndup(server, (size_t)(colon - server))
+                          : xa_strdup(server);
+    const char *port = has_port ? colon + 1 : conn_port;
+    char *url =
+        xa_asprintf("%s://%s:%s", conn_tls ? "https" : "http", host, port);
+    r->pin.path = known_hosts_path();
+    r->pin.hostport = xa_asprintf("%s:%s", host, port);
+    struct xa_client_options opt = {.protocol = XA_CLIENT_XMLRPC,
+                                    .cert_check = pin_check,
+                                    .cert_ctx = &r->pin};
+    r->c = xa_client_new(url, &opt);
+    free(url);
+    free(host);
+    return r;
+}
+
+struct xa_client *
+xe_remote_client(struct xe_remote *r)
+{
+    return r->c;
+}
+
+void
+xe_remote_close(struct xe_remote *r)
+{
+    if (r) {
+        xa_error_free(xa_client_logout(r->c));
+        xa_client_free(r->c);
+        free(r->pin.path);
+        free(r->pin.hostport);
+        free(r);
+    }
+}
+
 /* ---- main ------------------------------------------------------------ */
 
 static int
@@ -374,6 +427,8 @@ execute(struct xe *xe, struct conn *c, const char *cmdname, bool gen_completion)
     }
     xe->c = xa_client_new(url, &opt);
     free(url);
+    conn_tls = tls;
+    snprintf(conn_port, sizeof conn_port, "%s", port);
 
     int rc;
     struct xa_error *err = xa_client_login(xe->c, c->user ? c->user : "root",

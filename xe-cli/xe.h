@@ -122,6 +122,12 @@ const char *xe_arg(struct xe *xe, const char *key);
 /* Like xe_arg but reports "Required parameter not found" when absent. */
 const char *xe_arg_req(struct xe *xe, const char *key);
 bool xe_arg_bool(struct xe *xe, const char *key, bool dflt);
+/* A pinned connection to another server ("host" or "host:port"), made
+ * as the main one was (vm-migrate remote-master=); not logged in. */
+struct xe_remote;
+struct xe_remote *xe_remote_open(const char *server);
+struct xa_client *xe_remote_client(struct xe_remote *r);
+void xe_remote_close(struct xe_remote *r); /* logs out; accepts NULL */
 /* Marks every argument 'prefix:...' used and returns them as a map
  * (new reference; empty when none). */
 struct xa_value *xe_arg_map(struct xe *xe, const char *prefix);

@@ -71,21 +71,23 @@
 #    define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
 
-#define MOD               "kvm"
-#define MIB               ((int64_t)1 << 20)
+#define MOD                "kvm"
+#define MIB                ((int64_t)1 << 20)
 /* How long QEMU may take to open its monitor; TCG on a loaded CI box is
  * slow to start, but not this slow. */
-#define QMP_START_TIMEOUT 20.0
-#define QMP_TIMEOUT       10.0
-#define EXIT_TIMEOUT      10.0
-#define MIGRATE_TIMEOUT   600.0
+#define QMP_START_TIMEOUT  20.0
+#define QMP_TIMEOUT        10.0
+#define EXIT_TIMEOUT       10.0
+#define MIGRATE_TIMEOUT    600.0
 /* How long a guest may take to let go of a device on unplug (Linux's
  * PCIe hot-plug waits 5 s for a cancel before it acts). */
-#define UNPLUG_TIMEOUT    20.0
+#define UNPLUG_TIMEOUT     20.0
 /* q35: PCIe root ports for the virtio disks and NICs of these device
  * numbers (see device_port()). */
-#define DISK_PORTS        6
-#define NIC_PORTS         4
+#define DISK_PORTS         6
+#define NIC_PORTS          4
+/* storage motion: the dirty-bitmap granularity of a disk mirror */
+#define MIRROR_GRANULARITY (1024 * 1024)
 
 struct kvm_dom {
     char uuid[37];
@@ -96,6 +98,7 @@ struct kvm_dom {
     bool exited;   /* set by the monitor once everything is cleaned up */
     bool expected; /* an operation asked it to go */
     bool incoming; /* -incoming fd: may still be loading (migrate_receive) */
+    bool nbd;      /* disk_export: its NBD server runs until the guest does */
     enum xa_hv_state state;
     int refs; /* list + monitor + callers; under 'lock' */
     char *dir;
@@ -1441,6 +1444,11 @@ await_migrated_in(const char *uuid)
         if (!err) {
             err = await_incoming(d, q);
         }
+        if (!err && d->nbd) {
+            /* the source's mirrors ended before the switch-over */
+            err = xa_qmp_call(q, "nbd-server-stop", NULL, QMP_TIMEOUT, NULL);
+            d->nbd = err != NULL;
+        }
         xa_qmp_close(q);
         d->incoming = err != NULL;
     }
@@ -1536,11 +1544,233 @@ kvm_hard_reboot(const struct xa_hv_domain_config *cfg, int64_t *new_domid)
     return err;
 }
 
+/* ---- storage motion: block mirrors over NBD ------------------------- */
+
+/* One disk a migration mirrors: 'device' (userdevice) into the NBD
+ * export of the same name reached through our descriptor 'fd'. */
+struct mirror {
+    char device[16];
+    int fd;
+};
+
+/* The -drive id of the disk of userdevice 'device' (caller frees). */
+static char *
+drive_of(struct xa_qmp *q, const char *device)
+{
+    json_object *r = NULL;
+    struct xa_error *err = xa_qmp_call(q, "query-block", NULL, QMP_TIMEOUT, &r);
+    if (err) {
+        xa_error_free(err);
+        return NULL;
+    }
+    char *id = xa_asprintf("vbd%s", device);
+    char *path = xa_asprintf("/machine/peripheral/vbd%s/", device);
+    char *found = NULL;
+    size_t n = json_object_is_type(r, json_type_array)
+                   ? json_object_array_length(r)
+                   : 0;
+    for (size_t i = 0; i < n && !found; i++) {
+        json_object *b = json_object_array_get_idx(r, i);
+        const char *qdev = json_str(b, "qdev");
+        if (qdev && (strcmp(qdev, id) == 0 || xa_str_has_prefix(qdev, path))) {
+            found = xa_strdup(json_str(b, "device"));
+        }
+    }
+    json_object_put(r);
+    free(id);
+    free(path);
+    return found;
+}
+
+/* State of the mirror job of 'm': 1 ready, 0 still copying, -1 gone. */
+static int
+mirror_state(json_object *jobs, const struct mirror *m, int64_t *done,
+             int64_t *len)
+{
+    char id[32];
+    snprintf(id, sizeof id, "mir%s", m->device);
+    size_t n = json_object_is_type(jobs, json_type_array)
+                   ? json_object_array_length(jobs)
+                   : 0;
+    for (size_t i = 0; i < n; i++) {
+        json_object *j = json_object_array_get_idx(jobs, i);
+        const char *dev = json_str(j, "device");
+        if (dev && strcmp(dev, id) == 0) {
+            json_object *rd = NULL;
+            *done += json_int(j, "offset");
+            *len += json_int(j, "len");
+            return json_object_object_get_ex(j, "ready", &rd) &&
+                           json_object_get_boolean(rd)
+                       ? 1
+                       : 0;
+        }
+    }
+    return -1;
+}
+
+/* Ends the mirror jobs of 'm' and drops their NBD nodes: 'force' throws
+ * the copy away (failure), else a ready job completes in sync (the
+ * guest is stopped: nothing more to copy). */
+static struct xa_error *
+mirrors_end(struct xa_qmp *q, const struct mirror *m, size_t n, bool force)
+{
+    for (size_t i = 0; i < n; i++) {
+        json_object *a = json_object_new_object();
+        char id[32];
+        snprintf(id, sizeof id, "mir%s", m[i].device);
+        json_object_object_add(a, "device", json_object_new_string(id));
+        if (force) {
+            json_object_object_add(a, "force", json_object_new_boolean(true));
+        }
+        xa_error_free(xa_qmp_call(q, "block-job-cancel", a, QMP_TIMEOUT, NULL));
+    }
+    struct xa_error *err = NULL;
+    double deadline = xa_monotonic() + MIGRATE_TIMEOUT;
+    for (;;) {
+        json_object *jobs = NULL;
+        err = xa_qmp_call(q, "query-block-jobs", NULL, QMP_TIMEOUT, &jobs);
+        if (err) {
+            break;
+        }
+        size_t left = 0;
+        int64_t done = 0, len = 0;
+        for (size_t i = 0; i < n; i++) {
+            left += mirror_state(jobs, &m[i], &done, &len) >= 0;
+        }
+        json_object_put(jobs);
+        if (!left) {
+            break;
+        }
+        if (xa_monotonic() > deadline) {
+            err = xa_error_internal("disk mirrors did not end");
+            break;
+        }
+        struct timespec ts = {0, 2 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_object *a = json_object_new_object();
+        char id[32];
+        snprintf(id, sizeof id, "mir%s", m[i].device);
+        json_object_object_add(a, "node-name", json_object_new_string(id));
+        xa_error_free(xa_qmp_call(q, "blockdev-del", a, QMP_TIMEOUT, NULL));
+    }
+    return err;
+}
+
+/* Starts one mirror per entry of 'm' and waits for all to be ready (the
+ * destination's copy is complete; writes now go to both). */
+static struct xa_error *
+mirrors_start(struct kvm_dom *d, struct xa_qmp *q, const struct mirror *m,
+              size_t n, size_t *started)
+{
+    struct xa_error *err = NULL;
+    *started = 0;
+    for (size_t i = 0; i < n && !err; i++) {
+        char fdname[32], node[32], export[32];
+        snprintf(fdname, sizeof fdname, "nbd%s", m[i].device);
+        snprintf(node, sizeof node, "mir%s", m[i].device);
+        snprintf(export, sizeof export, "vbd%s", m[i].device);
+        json_object *g = json_object_new_object();
+        json_object_object_add(g, "fdname", json_object_new_string(fdname));
+        err = xa_qmp_call_fd(q, "getfd", g, m[i].fd, QMP_TIMEOUT, NULL);
+        if (err) {
+            break;
+        }
+        json_object *srv = json_object_new_object();
+        json_object_object_add(srv, "type", json_object_new_string("fd"));
+        json_object_object_add(srv, "str", json_object_new_string(fdname));
+        json_object *a = json_object_new_object();
+        json_object_object_add(a, "driver", json_object_new_string("nbd"));
+        json_object_object_add(a, "node-name", json_object_new_string(node));
+        json_object_object_add(a, "server", srv);
+        json_object_object_add(a, "export", json_object_new_string(export));
+        err = xa_qmp_call(q, "blockdev-add", a, QMP_TIMEOUT, NULL);
+        if (err) {
+            break;
+        }
+        char *drive = drive_of(q, m[i].device);
+        if (!drive) {
+            json_object *del = json_object_new_object();
+            json_object_object_add(del, "node-name",
+                                   json_object_new_string(node));
+            xa_error_free(
+                xa_qmp_call(q, "blockdev-del", del, QMP_TIMEOUT, NULL));
+            err =
+                xa_error_internal("VM %s has no disk %s", d->uuid, m[i].device);
+            break;
+        }
+        json_object *mi = json_object_new_object();
+        json_object_object_add(mi, "job-id", json_object_new_string(node));
+        json_object_object_add(mi, "device", json_object_new_string(drive));
+        json_object_object_add(mi, "target", json_object_new_string(node));
+        json_object_object_add(mi, "sync", json_object_new_string("full"));
+        /* big chunks: the copy crosses two relays, so each request's
+         * round trip is long; QEMU keeps 16 in flight */
+        json_object_object_add(mi, "granularity",
+                               json_object_new_int64(MIRROR_GRANULARITY));
+        json_object_object_add(mi, "buf-size",
+                               json_object_new_int64(16 * MIRROR_GRANULARITY));
+        free(drive);
+        err = xa_qmp_call(q, "blockdev-mirror", mi, QMP_TIMEOUT, NULL);
+        if (err) {
+            json_object *del = json_object_new_object();
+            json_object_object_add(del, "node-name",
+                                   json_object_new_string(node));
+            xa_error_free(
+                xa_qmp_call(q, "blockdev-del", del, QMP_TIMEOUT, NULL));
+            break;
+        }
+        (*started)++;
+    }
+    double t0 = xa_monotonic(), deadline = t0 + MIGRATE_TIMEOUT;
+    while (!err) {
+        json_object *jobs = NULL;
+        err = xa_qmp_call(q, "query-block-jobs", NULL, QMP_TIMEOUT, &jobs);
+        if (err) {
+            break;
+        }
+        size_t ready = 0;
+        int64_t done = 0, len = 0;
+        for (size_t i = 0; i < n && !err; i++) {
+            int st = mirror_state(jobs, &m[i], &done, &len);
+            if (st < 0) {
+                err = xa_error_internal("the mirror of disk %s of VM %s "
+                                        "failed",
+                                        m[i].device, d->uuid);
+            }
+            ready += st > 0;
+        }
+        json_object_put(jobs);
+        if (!err && ready == n) {
+            xa_log_info(MOD,
+                        "VM %s: %zu disk mirror(s) ready: %lld bytes in "
+                        "%.0f ms",
+                        d->uuid, n, (long long)done,
+                        (xa_monotonic() - t0) * 1000.0);
+            break;
+        }
+        if (!err && xa_monotonic() > deadline) {
+            err = xa_error_internal("disk mirrors of %s timed out", d->uuid);
+        }
+        if (!err) {
+            struct timespec ts = {0, 5 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    return err;
+}
+
 /* Runs an outgoing migration of 'd' to 'uri' and waits for its end;
- * on success QEMU is left stopped ("postmigrate") with the figures. */
+ * on success QEMU is left stopped ("postmigrate") with the figures.
+ * With mirrors (storage motion) the disks are copied first, while the
+ * guest runs; QEMU pauses before the switch-over, the mirrors end in
+ * sync there, then the migration completes; any failure ends them
+ * (the guest keeps its disks). */
 static struct xa_error *
 migrate_out(struct kvm_dom *d, const char *uri, int64_t downtime_ms,
-            int64_t bandwidth, struct xa_kvm_migration_stats *stats)
+            int64_t bandwidth, const struct mirror *mirrors, size_t n_mirrors,
+            struct xa_kvm_migration_stats *stats)
 {
     char *path = dom_file(d, "qmp.sock");
     struct xa_qmp *q = NULL;
@@ -1558,6 +1788,24 @@ migrate_out(struct kvm_dom *d, const char *uri, int64_t downtime_ms,
                                    json_object_new_int64(downtime_ms));
         }
         err = xa_qmp_call(q, "migrate-set-parameters", p, QMP_TIMEOUT, NULL);
+    }
+    if (!err) {
+        /* set every time: a QEMU that stays keeps its capabilities */
+        json_object *c = json_object_new_object();
+        json_object_object_add(c, "capability",
+                               json_object_new_string("pause-before-"
+                                                      "switchover"));
+        json_object_object_add(c, "state",
+                               json_object_new_boolean(n_mirrors > 0));
+        json_object *caps = json_object_new_array();
+        json_object_array_add(caps, c);
+        json_object *a = json_object_new_object();
+        json_object_object_add(a, "capabilities", caps);
+        err = xa_qmp_call(q, "migrate-set-capabilities", a, QMP_TIMEOUT, NULL);
+    }
+    size_t mirroring = 0;
+    if (!err && n_mirrors) {
+        err = mirrors_start(d, q, mirrors, n_mirrors, &mirroring);
     }
     /* "xapid-fd:N": our descriptor N carries the stream (mig_stream.c) */
     bool pass_fd = xa_str_has_prefix(uri, "xapid-fd:");
@@ -1580,6 +1828,24 @@ migrate_out(struct kvm_dom *d, const char *uri, int64_t downtime_ms,
             break;
         }
         const char *s = json_str(r, "status");
+        if (s && strcmp(s, "pre-switchover") == 0 && mirroring) {
+            /* the guest is stopped: the mirrors end in sync */
+            err = mirrors_end(q, mirrors, mirroring, false);
+            mirroring = 0;
+            if (!err) {
+                json_object *c = json_object_new_object();
+                json_object_object_add(c, "state",
+                                       json_object_new_string("pre-"
+                                                              "switchover"));
+                err = xa_qmp_call(q, "migrate-continue", c, QMP_TIMEOUT, NULL);
+            }
+            if (err) {
+                xa_error_free(
+                    xa_qmp_call(q, "migrate_cancel", NULL, QMP_TIMEOUT, NULL));
+            }
+            json_object_put(r);
+            continue;
+        }
         if (s && strcmp(s, "completed") == 0) {
             json_object *ram = NULL;
             json_object_object_get_ex(r, "ram", &ram);
@@ -1606,6 +1872,9 @@ migrate_out(struct kvm_dom *d, const char *uri, int64_t downtime_ms,
             nanosleep(&ts, NULL);
         }
     }
+    if (err && q && mirroring) {
+        xa_error_free(mirrors_end(q, mirrors, mirroring, true));
+    }
     xa_qmp_close(q);
     return err;
 }
@@ -1628,7 +1897,7 @@ kvm_suspend(const char *uuid, const char *path)
     struct xa_error *err = dom_command(d, "stop", NULL, NULL);
     if (!err) {
         set_state(d, XA_HV_PAUSED);
-        err = migrate_out(d, uri, 0, 0, &s);
+        err = migrate_out(d, uri, 0, 0, NULL, 0, &s);
     }
     if (!err && qcow2) {
         char *qt = sh_quote(path),
@@ -1738,6 +2007,9 @@ kvm_migrate_send(const char *uuid, const char *url, bool live)
     char *uri = xa_strdup(url);
     int64_t downtime = 0, bandwidth = 0;
     bool hold = false;
+    struct mirror mirrors[16];
+    size_t n_mirrors = 0;
+    bool bad_mirrors = false;
     char *qs = strchr(uri, '?');
     if (qs) {
         *qs++ = '\0';
@@ -1748,8 +2020,31 @@ kvm_migrate_send(const char *uuid, const char *url, bool live)
                 bandwidth = atoll(kv + 10);
             } else if (strcmp(kv, "hold=1") == 0) {
                 hold = true;
+            } else if (strncmp(kv, "mirror=", 7) == 0) {
+                /* DEVICE.FD,DEVICE.FD,...: every disk or none (a disk
+                 * left out would arrive empty) */
+                for (char *e = kv + 7; *e;) {
+                    char *dot = strchr(e, '.');
+                    if (!dot || (size_t)(dot - e) >= sizeof mirrors[0].device ||
+                        n_mirrors == XA_ARRAY_SIZE(mirrors)) {
+                        bad_mirrors = true;
+                        break;
+                    }
+                    struct mirror *m = &mirrors[n_mirrors++];
+                    snprintf(m->device, sizeof m->device, "%.*s",
+                             (int)(dot - e), e);
+                    m->fd = atoi(dot + 1);
+                    char *comma = strchr(dot, ',');
+                    e = comma ? comma + 1 : dot + strlen(dot);
+                }
             }
         }
+    }
+    if (bad_mirrors) {
+        free(uri);
+        dom_unref(d);
+        return xa_error_internal("VM %s: cannot mirror the disks of %s", uuid,
+                                 url);
     }
     pthread_mutex_lock(&d->op);
     struct xa_error *err = NULL;
@@ -1758,7 +2053,7 @@ kvm_migrate_send(const char *uuid, const char *url, bool live)
     }
     struct xa_kvm_migration_stats s = {0};
     if (!err) {
-        err = migrate_out(d, uri, downtime, bandwidth, &s);
+        err = migrate_out(d, uri, downtime, bandwidth, mirrors, n_mirrors, &s);
     }
     if (!err) {
         remember_migration(uuid, &s);
@@ -1789,6 +2084,61 @@ kvm_migrate_receive(const struct xa_hv_domain_config *cfg, int fd,
 {
     struct spawn sp = {cfg, BOOT_FD, NULL, fd};
     return spawn(&sp, domid);
+}
+
+/* Storage motion's destination: the incoming domain serves the disks
+ * 'devices' writable over NBD (export "vbd<device>") on a unix socket in
+ * its directory until it runs (await_migrated_in stops the server). */
+static struct xa_error *
+kvm_disk_export(const char *uuid, const char *const *devices, size_t n,
+                char **endpoint)
+{
+    struct kvm_dom *d = dom_get(uuid);
+    if (!d) {
+        return no_domain(uuid);
+    }
+    pthread_mutex_lock(&d->op);
+    char *path = dom_file(d, "qmp.sock");
+    struct xa_qmp *q = NULL;
+    struct xa_error *err = xa_qmp_open(path, QMP_TIMEOUT, &q);
+    free(path);
+    char *sock = dom_file(d, "nbd.sock");
+    if (!err && !d->nbd) {
+        unlink(sock);
+        json_object *data = json_object_new_object();
+        json_object_object_add(data, "path", json_object_new_string(sock));
+        json_object *addr = json_object_new_object();
+        json_object_object_add(addr, "type", json_object_new_string("unix"));
+        json_object_object_add(addr, "data", data);
+        json_object *a = json_object_new_object();
+        json_object_object_add(a, "addr", addr);
+        err = xa_qmp_call(q, "nbd-server-start", a, QMP_TIMEOUT, NULL);
+        d->nbd = err == NULL;
+    }
+    for (size_t i = 0; i < n && !err; i++) {
+        char *drive = drive_of(q, devices[i]);
+        if (!drive) {
+            err = xa_error_internal("VM %s has no disk %s", uuid, devices[i]);
+            break;
+        }
+        char name[32];
+        snprintf(name, sizeof name, "vbd%s", devices[i]);
+        json_object *a = json_object_new_object();
+        json_object_object_add(a, "device", json_object_new_string(drive));
+        json_object_object_add(a, "name", json_object_new_string(name));
+        json_object_object_add(a, "writable", json_object_new_boolean(true));
+        free(drive);
+        err = xa_qmp_call(q, "nbd-server-add", a, QMP_TIMEOUT, NULL);
+    }
+    xa_qmp_close(q);
+    pthread_mutex_unlock(&d->op);
+    dom_unref(d);
+    if (err) {
+        free(sock);
+        return err;
+    }
+    *endpoint = sock;
+    return NULL;
 }
 
 static bool
@@ -2162,6 +2512,7 @@ const struct xa_hv_driver xa_hv_kvm_driver = {
     .resume = kvm_resume,
     .migrate_send = kvm_migrate_send,
     .migrate_receive = kvm_migrate_receive,
+    .disk_export = kvm_disk_export,
     .last_migration = kvm_last_migration,
     .list = kvm_list,
     .get_info = kvm_get_info,

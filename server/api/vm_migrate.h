@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "util.h"
 #include "value.h"
 
 /* vm_lifecycle.c: builds the incoming domain of 'vm' on this host from
@@ -56,5 +57,70 @@ struct xa_error *xa_mig_stream_dial(const char *addr, const char *token,
                                     int *driver_fd) XA_WARN_UNUSED;
 struct xa_error *xa_mig_stream_finish(struct xa_mig_out *o, bool stop,
                                       int64_t *bytes) XA_WARN_UNUSED;
+/* Storage motion.  Destination: a stream arriving with the returned
+ * token (caller frees) is connected to the unix socket 'path' (the
+ * incoming QEMU's NBD server) and relayed both ways.  Source: where to
+ * dial ('port' 0: ours; 'fingerprint' NULL: the pool's pins, else the
+ * SHA-256 fingerprint the certificate must have, another pool's host);
+ * 'duplex' relays what comes back into '*driver_fd' too, and such a
+ * stream ends only at finish. */
+struct xa_mig_dest {
+    const char *addr;
+    int port;
+    const char *fingerprint;
+};
+char *xa_mig_stream_expect_unix(const char *path);
+struct xa_error *xa_mig_stream_dial_to(const struct xa_mig_dest *dest,
+                                       const char *token, bool duplex,
+                                       struct xa_mig_out **o,
+                                       int *driver_fd) XA_WARN_UNUSED;
+
+/* vm_migrate_disks.c: storage motion's disks.  Destination: prepare
+ * makes the new VDIs named by 'spec' ("VBD=SR,VBD=SR,...", VBDs of
+ * 'vm') and points the VBDs at them; serve (after the domain is built,
+ * 'uuid' its domain) readies the way each one's content comes ('mirror':
+ * the driver's NBD export, else a byte stream) and appends a line
+ * "\nDEVICE NEW-VDI KIND TOKEN" per disk to 'answer'; finish waits for
+ * the byte streams and, unless 'ok' and all went well, points the VBDs
+ * back and destroys the new VDIs (answers what failed when 'ok'); it
+ * frees 'in' in every case. */
+struct xa_sxm_in;
+struct xa_error *xa_sxm_in_prepare(const char *vm, const char *spec,
+                                   struct xa_sxm_in **in) XA_WARN_UNUSED;
+struct xa_error *xa_sxm_in_serve(struct xa_sxm_in *in, const char *uuid,
+                                 bool mirror,
+                                 struct xa_buf *answer) XA_WARN_UNUSED;
+struct xa_error *xa_sxm_in_finish(struct xa_sxm_in *in, bool ok) XA_WARN_UNUSED;
+/* The "sxm_wait" phase: the byte streams are all in and published
+ * (before the memory moves: the simulator's send cannot be undone). */
+struct xa_error *xa_sxm_in_wait(struct xa_sxm_in *in) XA_WARN_UNUSED;
+
+/* Source: the disks that move (filled by the caller: vbd, old_vdi, and
+ * 'spec' for the destination); parse takes the destination's lines off
+ * the end of '*url'; start sends the byte streams and dials the NBD
+ * streams, naming them in 'mirror_arg' ("DEVICE.FD,...") for the
+ * driver's migrate_send; end_streams closes those once the send is
+ * over; drop_old destroys the old VDIs after a success. */
+struct xa_sxm_out_disk {
+    char *vbd, *old_vdi;
+    char *device, *new_vdi, *token; /* from the destination */
+    char kind;
+    struct xa_mig_out *stream; /* 'n', while the mirror runs */
+};
+struct xa_sxm_out {
+    struct xa_sxm_out_disk *d;
+    size_t n;
+    char *spec;
+    int64_t copy_ms; /* 'f' streams */
+    int64_t bytes;   /* 'n' streams */
+};
+void xa_sxm_out_free(struct xa_sxm_out *o);
+struct xa_error *xa_sxm_out_parse(struct xa_sxm_out *o, const char *vm,
+                                  char **url) XA_WARN_UNUSED;
+struct xa_error *xa_sxm_out_start(struct xa_sxm_out *o,
+                                  const struct xa_mig_dest *dest,
+                                  struct xa_buf *mirror_arg) XA_WARN_UNUSED;
+void xa_sxm_out_end_streams(struct xa_sxm_out *o);
+void xa_sxm_out_drop_old(struct xa_sxm_out *o);
 
 #endif

@@ -13,9 +13,21 @@
  * closes both of its ends, which fails the migration on the other side
  * too.
  *
+ * Storage motion adds duplex streams: the destination registers a unix
+ * socket (its QEMU's NBD server) under a token instead of a descriptor,
+ * connects to it when the stream arrives and relays both ways; the
+ * source's duplex dial relays both ways between the TLS connection and
+ * its socketpair (one NBD connection per stream).  Across pools the
+ * destination is not among the pool's pins: the caller names the
+ * fingerprint the certificate must have (it came in the dest map, over
+ * the destination's own API).
+ *
  * Fault injection for the tests, XAPID_MIG_FAULTS (comma separated):
  *   refuse[:N]  the destination answers 403 to every stream (the first N)
  *   cut:BYTES   the source cuts its next stream after BYTES bytes (once)
+ *   nbdcut:BYTES  the same for its first duplex (disk mirror) stream
+ *   disks[:N]   the destination fails the disk copies of a storage
+ *               motion once they came (vm_migrate_disks.c)
  *   commit[:N]  the destination fails commit after the stream's end
  *               (every time, or the first N; see vm_migrate.c) */
 #include <errno.h>
@@ -32,8 +44,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "api/vm_migrate.h"
@@ -100,7 +114,13 @@ write_all(int fd, const char *buf, size_t n)
 /* ---- the destination ---------------------------------------------- */
 
 static pthread_mutex_t expect_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct xa_hmap expected; /* token -> (int *) socketpair end */
+/* What a token stands for: a socketpair end (one-way stream) or a unix
+ * socket to connect to when the stream arrives (duplex). */
+struct expect {
+    int fd;
+    char *unix_path;
+};
+static struct xa_hmap expected; /* token -> struct expect */
 static bool expected_init;
 
 static void
@@ -115,10 +135,9 @@ big_buffers(int fd)
     }
 }
 
-char *
-xa_mig_stream_expect(int fd)
+static char *
+expect_add(int fd, const char *unix_path)
 {
-    big_buffers(fd);
     unsigned char rnd[16];
     size_t got = 0;
     while (got < sizeof rnd) {
@@ -131,8 +150,9 @@ xa_mig_stream_expect(int fd)
     for (size_t i = 0; i < sizeof rnd; i++) {
         snprintf(token + 2 * i, 3, "%02x", rnd[i]);
     }
-    int *p = xa_calloc(1, sizeof *p);
-    *p = fd;
+    struct expect *p = xa_calloc(1, sizeof *p);
+    p->fd = fd;
+    p->unix_path = unix_path ? xa_strdup(unix_path) : NULL;
     pthread_mutex_lock(&expect_lock);
     if (!expected_init) {
         xa_hmap_init(&expected);
@@ -143,35 +163,59 @@ xa_mig_stream_expect(int fd)
     return token;
 }
 
-/* The fd prepared under 'token', which is used up; -1 when none. */
-static int
+char *
+xa_mig_stream_expect(int fd)
+{
+    big_buffers(fd);
+    return expect_add(fd, NULL);
+}
+
+char *
+xa_mig_stream_expect_unix(const char *path)
+{
+    return expect_add(-1, path);
+}
+
+/* What was prepared under 'token', which is used up; NULL when none. */
+static struct expect *
 expect_take(const char *token)
 {
     pthread_mutex_lock(&expect_lock);
-    int *p = expected_init && token ? xa_hmap_get(&expected, token) : NULL;
+    struct expect *p =
+        expected_init && token ? xa_hmap_get(&expected, token) : NULL;
     if (p) {
         xa_hmap_remove(&expected, token);
     }
     pthread_mutex_unlock(&expect_lock);
-    int fd = p ? *p : -1;
-    free(p);
-    return fd;
+    return p;
+}
+
+static void
+expect_free(struct expect *p)
+{
+    if (p) {
+        if (p->fd >= 0) {
+            close(p->fd);
+        }
+        free(p->unix_path);
+        free(p);
+    }
 }
 
 void
 xa_mig_stream_forget(const char *token)
 {
-    int fd = expect_take(token);
-    if (fd >= 0) {
-        close(fd);
-    }
+    expect_free(expect_take(token));
 }
 
 struct inbound {
     struct xa_http_request *req;
     gnutls_session_t tls;
-    int sock; /* MHD's, not ours */
-    int out;  /* the socketpair end toward the driver */
+    int sock;    /* MHD's, not ours */
+    int out;     /* the socketpair end toward the driver */
+    bool duplex; /* 'out' is a connection to a unix socket: both ways */
+    int wake[2]; /* duplex: written when the way back ends */
+    pthread_t back;
 };
 
 /* Sends all of 'buf' on the non-blocking TLS connection. */
@@ -206,9 +250,18 @@ inbound_main(void *arg)
     for (;;) {
         ssize_t n = gnutls_record_recv(in->tls, buf, CHUNK);
         if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) {
-            struct pollfd p = {.fd = in->sock, .events = POLLIN};
-            if (poll(&p, 1, CONNECT_TIMEOUT_MS) <= 0) {
-                why = "the source went silent";
+            /* a duplex stream (NBD) may stay idle as long as its source
+             * likes: the way back ending wakes this one */
+            struct pollfd p[2] = {{.fd = in->sock, .events = POLLIN},
+                                  {.fd = in->wake[0], .events = POLLIN}};
+            int r = poll(p, in->duplex ? 2 : 1,
+                         in->duplex ? -1 : CONNECT_TIMEOUT_MS);
+            if (r < 0 && errno == EINTR) {
+                continue;
+            }
+            if (r <= 0 || (in->duplex && p[1].revents)) {
+                why = in->duplex ? "the local end closed"
+                                 : "the source went silent";
                 break;
             }
             continue;
@@ -226,12 +279,61 @@ inbound_main(void *arg)
         }
         total += n;
     }
-    xa_log_info(LOG, "incoming stream: %lld bytes, %s", (long long)total, why);
+    xa_log_info(LOG, "incoming %sstream: %lld bytes, %s",
+                in->duplex ? "duplex " : "", (long long)total, why);
     free(buf);
+    if (in->duplex) {
+        /* wakes the way back, which owns nothing */
+        shutdown(in->out, SHUT_RDWR);
+        pthread_join(in->back, NULL);
+        close(in->wake[0]);
+        close(in->wake[1]);
+    }
     close(in->out);
     xa_http_hangup(in->req);
     free(in);
     return NULL;
+}
+
+/* Duplex streams: what the local end (QEMU's NBD server) answers goes
+ * back to the source; the session sends here while inbound_main()
+ * receives (GnuTLS allows one sender and one receiver at once). */
+static void *
+inbound_back(void *arg)
+{
+    struct inbound *in = arg;
+    char *buf = xa_malloc(CHUNK);
+    for (;;) {
+        ssize_t n = read(in->out, buf, CHUNK);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0 || !tls_send_all(in->tls, in->sock, buf, (size_t)n)) {
+            break;
+        }
+    }
+    free(buf);
+    if (write(in->wake[1], "x", 1) != 1) {
+        xa_log_warn(LOG, "cannot wake a duplex stream");
+    }
+    return NULL;
+}
+
+static int
+unix_connect(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
 }
 
 static bool
@@ -262,9 +364,23 @@ stream_handler(struct xa_http_request *r, void *ctx)
         refuse(r, 400, "Migration streams need HTTPS\n");
         return;
     }
-    int out = expect_take(xa_http_query(r, "token"));
-    if (out < 0) {
+    struct expect *e = expect_take(xa_http_query(r, "token"));
+    if (!e) {
         refuse(r, 403, "No migration expects this token\n");
+        return;
+    }
+    int out = e->fd;
+    bool duplex = e->unix_path != NULL;
+    if (duplex) {
+        out = unix_connect(e->unix_path);
+        if (out < 0) {
+            xa_log_warn(LOG, "%s: %s", e->unix_path, strerror(errno));
+        }
+    }
+    e->fd = -1;
+    expect_free(e);
+    if (out < 0) {
+        refuse(r, 503, "The destination of the stream is gone\n");
         return;
     }
     struct inbound *in = xa_calloc(1, sizeof *in);
@@ -272,13 +388,34 @@ stream_handler(struct xa_http_request *r, void *ctx)
     in->tls = tls;
     in->sock = sock;
     in->out = out;
+    in->duplex = duplex;
+    in->wake[0] = in->wake[1] = -1;
+    if (duplex && pipe2(in->wake, O_CLOEXEC) != 0) {
+        close(out);
+        free(in);
+        refuse(r, 503, "No pipe for the stream\n");
+        return;
+    }
     big_buffers(sock);
     /* Parked before the relay can finish and hang up. */
     xa_http_suspend(r);
     static const char ok[] = "HTTP/1.1 200 OK\r\n\r\n";
     pthread_t th;
-    if (!tls_send_all(in->tls, sock, ok, sizeof ok - 1) ||
+    bool back = false;
+    bool ok_sent = tls_send_all(in->tls, sock, ok, sizeof ok - 1);
+    if (ok_sent && duplex) {
+        back = pthread_create(&in->back, NULL, inbound_back, in) == 0;
+    }
+    if (!ok_sent || (duplex && !back) ||
         pthread_create(&th, NULL, inbound_main, in) != 0) {
+        if (back) {
+            shutdown(out, SHUT_RDWR);
+            pthread_join(in->back, NULL);
+        }
+        if (duplex) {
+            close(in->wake[0]);
+            close(in->wake[1]);
+        }
         close(out);
         xa_http_hangup(r);
         free(in);
@@ -307,6 +444,12 @@ struct xa_mig_out {
     int64_t cut_after; /* fault injection; -1: never */
     int64_t bytes;
     char *error; /* why the relay stopped early, or NULL */
+    /* duplex: a second thread takes what the destination sends back;
+     * the two share 'ssl' (non-blocking then) under 'ssl_lock' */
+    bool duplex;
+    pthread_mutex_t ssl_lock;
+    pthread_t back;
+    bool back_started;
 };
 
 static char *
@@ -348,11 +491,13 @@ tcp_connect(const char *addr, int port)
     return fd;
 }
 
-/* TLS to 'addr' with a pinned certificate, then CONNECT /migrate. */
+/* TLS to 'addr' with a pinned certificate (the pool's pins, or exactly
+ * 'fingerprint' when given), then CONNECT /migrate. */
 static struct xa_error *
-dial(struct xa_mig_out *o, const char *addr, const char *token)
+dial(struct xa_mig_out *o, const char *addr, int port, const char *fingerprint,
+     const char *token)
 {
-    o->tcp = tcp_connect(addr, xa_pool_g.cfg.https_port);
+    o->tcp = tcp_connect(addr, port > 0 ? port : xa_pool_g.cfg.https_port);
     if (o->tcp < 0) {
         return xa_error_internal("cannot reach %s: %s", addr, strerror(errno));
     }
@@ -366,7 +511,9 @@ dial(struct xa_mig_out *o, const char *addr, const char *token)
     }
     /* Checked before the token goes out: a stranger never sees it. */
     char *fp = peer_fingerprint(o->ssl);
-    bool ok = fp && xa_pool_fingerprint_trusted(fp);
+    bool ok =
+        fp && (fingerprint && *fingerprint ? strcasecmp(fp, fingerprint) == 0
+                                           : xa_pool_fingerprint_trusted(fp));
     if (!ok) {
         xa_log_warn(LOG, "refusing %s: certificate %s is not pinned", addr,
                     fp ? fp : "?");
@@ -446,6 +593,74 @@ wait_readable(struct xa_mig_out *o, int fd, int timeout_ms)
     }
 }
 
+/* Duplex: waits for 'events' on the TCP socket (or a stop). */
+static bool
+wait_tcp(struct xa_mig_out *o, short events)
+{
+    struct pollfd p[2] = {{.fd = o->tcp, .events = events},
+                          {.fd = o->wake[0], .events = POLLIN}};
+    for (;;) {
+        int n = poll(p, 2, 1000);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        /* a timeout retries: the other thread may have moved the session */
+        return n >= 0 && !(p[1].revents & POLLIN);
+    }
+}
+
+/* Duplex: all of 'buf' through the shared, non-blocking session. */
+static bool
+ssl_write_shared(struct xa_mig_out *o, const char *buf, size_t n)
+{
+    while (n > 0) {
+        pthread_mutex_lock(&o->ssl_lock);
+        int w = SSL_write(o->ssl, buf, (int)n);
+        int e = w > 0 ? SSL_ERROR_NONE : SSL_get_error(o->ssl, w);
+        pthread_mutex_unlock(&o->ssl_lock);
+        if (w > 0) {
+            buf += w;
+            n -= (size_t)w;
+            continue;
+        }
+        if (e != SSL_ERROR_WANT_WRITE && e != SSL_ERROR_WANT_READ) {
+            return false;
+        }
+        if (!wait_tcp(o, e == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Duplex: what the destination sends back goes to the driver. */
+static void *
+outbound_back(void *arg)
+{
+    struct xa_mig_out *o = arg;
+    char *buf = xa_malloc(CHUNK);
+    for (;;) {
+        pthread_mutex_lock(&o->ssl_lock);
+        int n = SSL_read(o->ssl, buf, CHUNK);
+        int e = n > 0 ? SSL_ERROR_NONE : SSL_get_error(o->ssl, n);
+        pthread_mutex_unlock(&o->ssl_lock);
+        if (n > 0) {
+            if (!write_all(o->in, buf, (size_t)n)) {
+                break;
+            }
+            continue;
+        }
+        if ((e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) ||
+            !wait_tcp(o, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT)) {
+            break;
+        }
+    }
+    free(buf);
+    /* the driver sees the end; the way out stops on its own */
+    shutdown(o->in, SHUT_RDWR);
+    return NULL;
+}
+
 static void *
 outbound_main(void *arg)
 {
@@ -475,7 +690,8 @@ outbound_main(void *arg)
             set_error(o, "cut (fault injection)");
             break;
         }
-        if (SSL_write(o->ssl, buf, (int)n) != (int)n) {
+        if (!(o->duplex ? ssl_write_shared(o, buf, (size_t)n)
+                        : SSL_write(o->ssl, buf, (int)n) == (int)n)) {
             set_error(o, "the destination closed the stream");
             break;
         }
@@ -483,7 +699,10 @@ outbound_main(void *arg)
     }
     free(buf);
     if (!o->error) {
+        /* the end, not a cut (a duplex session is shared: locked) */
+        pthread_mutex_lock(&o->ssl_lock);
         SSL_shutdown(o->ssl);
+        pthread_mutex_unlock(&o->ssl_lock);
     }
     /* Closing both ends fails the migration on either side at once. */
     shutdown(o->tcp, SHUT_RDWR);
@@ -495,14 +714,25 @@ struct xa_error *
 xa_mig_stream_dial(const char *addr, const char *token, struct xa_mig_out **out,
                    int *driver_fd)
 {
+    struct xa_mig_dest d = {addr, 0, NULL};
+    return xa_mig_stream_dial_to(&d, token, false, out, driver_fd);
+}
+
+struct xa_error *
+xa_mig_stream_dial_to(const struct xa_mig_dest *dest, const char *token,
+                      bool duplex, struct xa_mig_out **out, int *driver_fd)
+{
     struct xa_mig_out *o = xa_calloc(1, sizeof *o);
     o->tcp = o->in = o->driver = o->wake[0] = o->wake[1] = -1;
     o->cut_after = -1;
+    o->duplex = duplex;
+    pthread_mutex_init(&o->ssl_lock, NULL);
     *out = o;
-    struct xa_error *err = dial(o, addr, token);
-    static atomic_int cuts;
-    const char *cut = err ? NULL : fault("cut");
-    if (cut && atomic_fetch_add(&cuts, 1) == 0) {
+    struct xa_error *err =
+        dial(o, dest->addr, dest->port, dest->fingerprint, token);
+    static atomic_int cuts, nbd_cuts;
+    const char *cut = err ? NULL : fault(duplex ? "nbdcut" : "cut");
+    if (cut && atomic_fetch_add(duplex ? &nbd_cuts : &cuts, 1) == 0) {
         o->cut_after = atoll(cut); /* the first stream that flows */
     }
     if (!err) {
@@ -510,6 +740,20 @@ xa_mig_stream_dial(const char *addr, const char *token, struct xa_mig_out **out,
     }
     if (!err && pipe2(o->wake, O_CLOEXEC) != 0) {
         err = xa_error_internal("pipe: %s", strerror(errno));
+    }
+    if (!err && duplex) {
+        SSL_set_mode(o->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        int fl = fcntl(o->tcp, F_GETFL);
+        if (fl < 0 || fcntl(o->tcp, F_SETFL, fl | O_NONBLOCK) != 0) {
+            err = xa_error_internal("fcntl: %s", strerror(errno));
+        }
+    }
+    if (!err && duplex) {
+        o->back_started = pthread_create(&o->back, NULL, outbound_back, o) == 0;
+        if (!o->back_started) {
+            err = xa_error_internal("cannot start the stream relay");
+        }
     }
     if (!err) {
         o->started = pthread_create(&o->th, NULL, outbound_main, o) == 0;
@@ -534,12 +778,28 @@ xa_mig_stream_finish(struct xa_mig_out *o, bool stop, int64_t *bytes)
         close(o->driver);
         o->driver = -1;
     }
-    if (o->started) {
-        if (stop && write(o->wake[1], "x", 1) != 1) {
-            xa_log_warn(LOG, "cannot stop the stream relay");
+    if (o->duplex && o->back_started && o->wake[1] >= 0) {
+        /* a duplex stream ends when its owner says so: a close_notify
+         * first (best effort, the socket does not block) tells the
+         * destination it is the end, not a cut */
+        pthread_mutex_lock(&o->ssl_lock);
+        if (!o->error && !(SSL_get_shutdown(o->ssl) & SSL_SENT_SHUTDOWN)) {
+            SSL_shutdown(o->ssl);
         }
+        pthread_mutex_unlock(&o->ssl_lock);
+        stop = true;
+    }
+    if ((o->started || o->back_started) && stop &&
+        write(o->wake[1], "x", 1) != 1) {
+        xa_log_warn(LOG, "cannot stop the stream relay");
+    }
+    if (o->started) {
         pthread_join(o->th, NULL);
     }
+    if (o->back_started) {
+        pthread_join(o->back, NULL);
+    }
+    pthread_mutex_destroy(&o->ssl_lock);
     struct xa_error *err =
         o->error && !stop ? xa_error_internal("migration stream: %s", o->error)
                           : NULL;
