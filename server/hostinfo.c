@@ -315,6 +315,11 @@ xa_hostinfo_read_paths(struct xa_hostinfo *hi, const char *bind_address,
         hi->cpu_flags = xa_strdup("");
     }
     read_cpu_features(hi);
+    /* Tests stand up hosts with different CPUs on one machine. */
+    const char *forced = getenv("XAPID_CPU_FEATURES");
+    if (forced && *forced) {
+        copy_str(hi->cpu_features, sizeof hi->cpu_features, forced);
+    }
 
     /* sysinfo() answers even where /proc is absent (some sandboxes). */
     if (sysinfo(&si) == 0) {

@@ -405,6 +405,9 @@ xa_impl_pool_join_merge(struct xa_call *call, const char *payload,
         }
     }
     xa_hmap_clear(&remap, free);
+    if (!err) {
+        err = xa_pool_cpu_level(t); /* the pool's features: what all have */
+    }
     if (!err && *fp) {
         struct xa_value *rec = xa_struct();
         xa_struct_add(rec, "name", xa_string("xapi-ssl"));
@@ -528,6 +531,9 @@ xa_impl_pool_eject(struct xa_call *call, const char *host)
         xa_value_unref(all);
     }
     xa_hmap_clear(&set, NULL);
+    if (!err) {
+        err = xa_pool_cpu_level(t);
+    }
     return xa_api_finish(t, err);
 }
 

@@ -120,6 +120,17 @@ struct xa_error *xa_vm_force_state(struct xa_txn *t, const char *vm,
 struct xa_error *xa_vm_record_rebooted(struct xa_txn *t, const char *vm,
                                        int64_t domid);
 
+/* vm_cpu.c: CPU feature levelling.  At boot the VM records the pool's
+ * vendor and featureset in last_boot_CPU_flags; a VM not Halted may only
+ * go to 'host' if its CPU has that vendor and every one of those
+ * features (VM_INCOMPATIBLE_WITH_THIS_HOST [vm, host, why]); the pool's
+ * featureset is the intersection of its hosts' (recomputed on join). */
+struct xa_error *xa_vm_cpu_flags_boot(struct xa_txn *t,
+                                      const char *vm) XA_WARN_UNUSED;
+struct xa_error *xa_vm_cpu_assert_compatible(struct xa_txn *t, const char *vm,
+                                             const char *host) XA_WARN_UNUSED;
+struct xa_error *xa_pool_cpu_level(struct xa_txn *t) XA_WARN_UNUSED;
+
 /* Rewrites host_metrics.memory_free (and memory_total) from the driver's
  * view, minus the memory of operations still in flight. */
 void xa_vm_refresh_host_memory(void);

@@ -1197,6 +1197,7 @@ struct live_outcome {
     int64_t domid;
     bool paused;
     bool rebooted;
+    bool booted; /* a fresh boot: the CPU flags are recorded */
     struct xa_hv_guest_info g;
 };
 
@@ -1204,7 +1205,9 @@ static struct xa_error *
 outcome_live(struct xa_txn *t, const char *vm, void *ctx)
 {
     struct live_outcome *o = ctx;
-    return record_live(t, vm, o->domid, o->paused, &o->g, o->rebooted);
+    struct xa_error *err =
+        record_live(t, vm, o->domid, o->paused, &o->g, o->rebooted);
+    return err || !o->booted ? err : xa_vm_cpu_flags_boot(t, vm);
 }
 
 static struct xa_error *
@@ -1238,6 +1241,7 @@ do_start(struct xa_call *call, const char *vm, const char *host,
     struct dom_cfg d;
     struct live_outcome o = {0};
     o.paused = start_paused;
+    o.booted = true;
     bool built = false;
     err = dom_cfg_read(vm, &d);
     if (!err) {

@@ -179,6 +179,9 @@ check_destination_maps(struct xa_txn *t, const char *vm, const char *host,
         }
     }
     xa_value_unref(vifs);
+    if (!err) {
+        err = xa_vm_cpu_assert_compatible(t, vm, host);
+    }
     if (err) {
         return err;
     }

@@ -170,6 +170,58 @@ def test_pool_migrate_refusals(pool):
         ["HOST_NOT_LIVE"]
 
 
+def test_cpu_features_level_the_pool(pool):
+    """A VM remembers the pool's CPU features at boot
+    (last_boot_CPU_flags) and may only move where they all exist; the
+    pool's features shrink to what every host has when a host with fewer
+    joins, so VMs booted afterwards can go anywhere."""
+    a_host = add_host(pool)
+    api = a_host.login()
+    a = host_ref(api, a_host.address)
+    full = api.host.get_cpu_info(a)["features_pv"]
+    words = full.split("-")
+    # the member lacks one feature the master has
+    bit = next((w, 1 << k) for w in range(len(words)) for k in range(32)
+               if int(words[w], 16) >> k & 1)
+    fewer = list(words)
+    fewer[bit[0]] = "%08x" % (int(words[bit[0]], 16) & ~bit[1])
+    early = small_vm(api, "booted-alone")
+    api.VM.start_on(early, a, False, False)
+    flags = api.VM.get_last_boot_CPU_flags(early)
+    assert flags == {"vendor": api.host.get_cpu_info(a)["vendor"],
+                     "features": full}, flags
+    b_host = add_host(pool, env={"XAPID_CPU_FEATURES": "-".join(fewer)})
+    poollib.join(b_host, a_host)
+    b = host_ref(api, b_host.address)
+    wait_for(lambda: api.host_metrics.get_live(api.host.get_metrics(b)))
+    pool_ref = api.pool.get_all()[0]
+    assert api.pool.get_cpu_info(pool_ref)["features_pv"] == "-".join(fewer)
+    why = "VM last booted on a CPU with features this host's CPU does " \
+          "not have."
+    e = expect_error(api.VM.assert_can_migrate, early, {"host": b}, True,
+                     {}, {}, {})
+    assert e.details == ["VM_INCOMPATIBLE_WITH_THIS_HOST", early, b, why]
+    e = expect_error(api.VM.pool_migrate, early, b, {"live": "true"})
+    assert e.details == ["VM_INCOMPATIBLE_WITH_THIS_HOST", early, b, why]
+    assert api.VM.get_resident_on(early) == a
+    assert api.VM.get_power_state(early) == "Running"
+    # booted after the join: the pool's (smaller) set, free to move
+    late = small_vm(api, "booted-in-pool")
+    api.VM.start_on(late, a, False, False)
+    assert api.VM.get_last_boot_CPU_flags(late)["features"] == \
+        "-".join(fewer)
+    api.VM.pool_migrate(late, b, {"live": "true"})
+    assert api.VM.get_resident_on(late) == b
+    # and back to the host with more
+    api.VM.pool_migrate(late, a, {"live": "true"})
+    assert api.VM.get_resident_on(late) == a
+    # a halted VM boots afresh wherever it goes: not checked
+    api.VM.hard_shutdown(early)
+    for vm in (early, late):
+        if api.VM.get_power_state(vm) != "Halted":
+            api.VM.hard_shutdown(vm)
+
+
 def test_failures_leave_the_vm_on_the_source(pool):
     hosts, api, (a, b) = formed(pool, [
         {"env": {"XAPID_SIM_FAULTS": "migrate_send:1",
