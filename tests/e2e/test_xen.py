@@ -6,7 +6,11 @@ daemons and a test guest; inside, tests/xen/xentest.sh runs the core of
 test_vm_lifecycle.py against the real hypervisor (start, pause / unpause,
 clean and hard reboot, suspend / resume, clean and hard shutdown, a
 restart of xapid, a domain that fails to build, a damaged suspend image,
-PVH), then a VM with a disk (a qcow2 VDI through blkback and qemu-nbd)
+a localhost migration at the driver's level with xapid stopped
+(tests/xen/xenmig.c: migrate_receive and migrate_send over a socketpair,
+then the commit; a receiver fed a stream that is not libxl's; a send
+with hold whose destination gives up, after which the held domain runs
+on), PVH), then a VM with a disk (a qcow2 VDI through blkback and qemu-nbd)
 and a VIF (netback on an Open vSwitch bridge in dom0, with traffic both
 ways) whose guest reboots and powers off by itself, and prints one
 "XENTEST <name> PASS|FAIL" line per check on the serial console.  Each
@@ -62,6 +66,21 @@ CHECKS = [
     "resume_state",
     "resume_guest_continues",
     "resume_not_rebooted",
+    "migrate_bad_stream_refused",
+    "migrate_bad_stream_guest_stays",
+    "migrate_bad_stream_name_back",
+    "migrate_bad_stream_guest_runs",
+    "migrate_refused_resumes",
+    "migrate_refused_guest_stays",
+    "migrate_refused_name_back",
+    "migrate_refused_guest_runs",
+    "migrate_refused_not_rebooted",
+    "migrate",
+    "migrate_new_domain",
+    "migrate_new_domain_named_by_uuid",
+    "migrate_old_domain_gone",
+    "migrate_guest_continues",
+    "migrate_not_rebooted",
     "restart_keeps_running",
     "restart_keeps_domid",
     "clean_shutdown_state",
@@ -176,3 +195,19 @@ def test_start_to_marker_measured(run):
     # The figure the issue asks for: VM.start to the guest's first line.
     assert "start_to_marker" in run.times, run.tail()
     assert run.times["start_to_marker"] < 180
+
+
+def test_migration_measured(run):
+    # The localhost migration's figures (xenmig): the send, the driver's
+    # downtime (the guest stopped for the last copy to the stream's end),
+    # the commit (the restore's end and the unpause) and the guest's whole
+    # stop, which is the downtime plus the commit.
+    if run.results.get("migrate", ("",))[0] != "PASS":
+        pytest.skip("the migration did not run or failed (see test_check)")
+    t = run.times
+    for k in ("migrate_send", "migrate_downtime", "migrate_commit",
+              "migrate_stopped"):
+        assert k in t, run.tail()
+    assert 0 < t["migrate_downtime"] <= t["migrate_send"] + 0.01
+    assert t["migrate_stopped"] >= t["migrate_downtime"]
+    assert t["migrate_stopped"] < 120

@@ -9,6 +9,7 @@
 #              xenconsoled, xen-init-dom0, libxl-save-helper, xl, the
 #              xenstore tools, xapid and xe from BUILD_DIR with every
 #              shared library they load, the test's client xr (xr.c),
+#              the driver-level localhost migration xenmig (xenmig.c),
 #              the scenarios (xentest.sh) and the test guest (the same
 #              kernel with a busybox initramfs and blkfront/netfront)
 #              under /guest; for the guest's devices, blkback, netback,
@@ -45,6 +46,7 @@ if [ -n "$KPKG" ]; then
 fi
 need "$BUILD/bin/xapid" "xapid (build it first)"
 need "$BUILD/bin/xe" "xe (build it first)"
+need "$BUILD/libxacore.a" "the core library (build it first)"
 # (Not "ldd | grep -q": under pipefail, grep quitting early can fail ldd
 # with SIGPIPE.)
 if ((${#missing[@]} == 0)) && [[ "$(ldd "$BUILD/bin/xapid")" != *libxenlight* ]]; then
@@ -122,8 +124,19 @@ cp /usr/bin/qemu-img /usr/bin/qemu-nbd "$D/usr/bin/"
 # The test's own client, static: see xr.c for why.
 ${CC:-cc} -std=gnu11 -O2 -static -Wall -Wextra -Werror -Wshadow \
     -Wstrict-prototypes -Wmissing-prototypes -o "$D/usr/bin/xr" "$HERE/xr.c"
+# The driver-level localhost migration (xenmig.c), linked against the
+# core library of BUILD (the xen driver and what it calls).
+SRC=$HERE/../..
+XLIBS=$(pkg-config --libs libmicrohttpd json-c sqlite3 libpq openssl libcurl \
+    gnutls xenlight xenstore xentoollog)
+# shellcheck disable=SC2086 # XLIBS is a list of flags
+${CC:-cc} -std=gnu11 -O2 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+    -Wmissing-prototypes -D_GNU_SOURCE -I"$SRC" -I"$SRC/server" \
+    -I"$SRC/server/core" -I"$SRC/clients/c" -I"$BUILD/gen" \
+    -o "$D/usr/bin/xenmig" "$HERE/xenmig.c" "$BUILD/libxacore.a" $XLIBS -lpthread -lm
 # Every shared library, where the dynamic loader looks for it.
 for f in "$D$XENBIN"/* "$D/usr/bin/xenstore" "$D/usr/bin/xapid" "$D/usr/bin/xe" \
+    "$D/usr/bin/xenmig" \
     "$D/usr/bin/qemu-img" "$D/usr/bin/qemu-nbd" ${OVS[@]+"${OVS[@]}"}; do
     ldd "$f" | awk '/=>/ && $3 ~ /^\// {print $3}'
 done | sort -u | while read -r lib; do
