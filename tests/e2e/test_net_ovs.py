@@ -149,6 +149,18 @@ def gone(pid):
         return True
 
 
+def live_child(dhcp_dir, parent):
+    """The pid in xenbr0.pid when it is a live child of 'parent'."""
+    try:
+        with open(os.path.join(dhcp_dir, "xenbr0.pid")) as f:
+            pid = int(f.read())
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if fields[0] != "Z" and int(fields[1]) == parent else None
+
+
 def test_reconfigure_ip_dhcp(ovs, s, server):
     if not ovs_env._which("dhclient"):
         pytest.skip("dhclient is not installed (isc-dhcp-client)")
@@ -187,9 +199,10 @@ def test_reconfigure_ip_dhcp(ovs, s, server):
     ip = ovs.wait_for(lambda: s.PIF.get_IP(pif), timeout=30,
                       what="a lease after PIF.plug")
     assert "%s/24" % ip in ovs.ns_ip("-4", "addr", "show", "xenbr0")
-    with open(os.path.join(dhcp_dir, "xenbr0.pid")) as f:
-        pid = int(f.read())
-    assert not gone(pid)
+    # (the kept lease file may put the address back before the new client
+    # has written its pid file: wait for the file to name a live child)
+    pid = ovs.wait_for(lambda: live_child(dhcp_dir, server.pid), timeout=30,
+                       what="a new dhclient, child of xapid")
     # Another mode stops the client and takes the address away.
     s.PIF.reconfigure_ip(pif, "None", "", "", "", "")
     assert gone(pid)
