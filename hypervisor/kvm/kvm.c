@@ -2086,12 +2086,13 @@ kvm_migrate_receive(const struct xa_hv_domain_config *cfg, int fd,
     return spawn(&sp, domid);
 }
 
-/* Storage motion's destination: the incoming domain serves the disks
- * 'devices' writable over NBD (export "vbd<device>") on a unix socket in
- * its directory until it runs (await_migrated_in stops the server). */
+/* Runs 'fn' on 'uuid's QEMU with a monitor connection, under its
+ * operation lock. */
 static struct xa_error *
-kvm_disk_export(const char *uuid, const char *const *devices, size_t n,
-                char **endpoint)
+with_monitor(const char *uuid,
+             struct xa_error *(*fn)(struct kvm_dom *d, struct xa_qmp *q,
+                                    const void *arg),
+             const void *arg)
 {
     struct kvm_dom *d = dom_get(uuid);
     if (!d) {
@@ -2102,8 +2103,30 @@ kvm_disk_export(const char *uuid, const char *const *devices, size_t n,
     struct xa_qmp *q = NULL;
     struct xa_error *err = xa_qmp_open(path, QMP_TIMEOUT, &q);
     free(path);
+    if (!err) {
+        err = fn(d, q, arg);
+    }
+    xa_qmp_close(q);
+    pthread_mutex_unlock(&d->op);
+    dom_unref(d);
+    return err;
+}
+
+/* kvm_disk_export's arguments, for disk_export_on under with_monitor. */
+struct disk_export {
+    const char *uuid;
+    const char *const *devices;
+    size_t n;
+    char **endpoint;
+};
+
+static struct xa_error *
+disk_export_on(struct kvm_dom *d, struct xa_qmp *q, const void *arg)
+{
+    const struct disk_export *x = arg;
+    struct xa_error *err = NULL;
     char *sock = dom_file(d, "nbd.sock");
-    if (!err && !d->nbd) {
+    if (!d->nbd) {
         unlink(sock);
         json_object *data = json_object_new_object();
         json_object_object_add(data, "path", json_object_new_string(sock));
@@ -2115,14 +2138,15 @@ kvm_disk_export(const char *uuid, const char *const *devices, size_t n,
         err = xa_qmp_call(q, "nbd-server-start", a, QMP_TIMEOUT, NULL);
         d->nbd = err == NULL;
     }
-    for (size_t i = 0; i < n && !err; i++) {
-        char *drive = drive_of(q, devices[i]);
+    for (size_t i = 0; i < x->n && !err; i++) {
+        char *drive = drive_of(q, x->devices[i]);
         if (!drive) {
-            err = xa_error_internal("VM %s has no disk %s", uuid, devices[i]);
+            err = xa_error_internal("VM %s has no disk %s", x->uuid,
+                                    x->devices[i]);
             break;
         }
         char name[32];
-        snprintf(name, sizeof name, "vbd%s", devices[i]);
+        snprintf(name, sizeof name, "vbd%s", x->devices[i]);
         json_object *a = json_object_new_object();
         json_object_object_add(a, "device", json_object_new_string(drive));
         json_object_object_add(a, "name", json_object_new_string(name));
@@ -2130,15 +2154,23 @@ kvm_disk_export(const char *uuid, const char *const *devices, size_t n,
         free(drive);
         err = xa_qmp_call(q, "nbd-server-add", a, QMP_TIMEOUT, NULL);
     }
-    xa_qmp_close(q);
-    pthread_mutex_unlock(&d->op);
-    dom_unref(d);
     if (err) {
         free(sock);
         return err;
     }
-    *endpoint = sock;
+    *x->endpoint = sock;
     return NULL;
+}
+
+/* Storage motion's destination: the incoming domain serves the disks
+ * 'devices' writable over NBD (export "vbd<device>") on a unix socket in
+ * its directory until it runs (await_migrated_in stops the server). */
+static struct xa_error *
+kvm_disk_export(const char *uuid, const char *const *devices, size_t n,
+                char **endpoint)
+{
+    struct disk_export x = {uuid, devices, n, endpoint};
+    return with_monitor(uuid, disk_export_on, &x);
 }
 
 static bool
@@ -2279,32 +2311,6 @@ json_pairs(const char *k1, json_object *v1, const char *k2, json_object *v2)
         json_object_object_add(o, k2, v2);
     }
     return o;
-}
-
-/* Runs 'fn' on 'uuid's QEMU with a monitor connection, under its
- * operation lock. */
-static struct xa_error *
-with_monitor(const char *uuid,
-             struct xa_error *(*fn)(struct kvm_dom *d, struct xa_qmp *q,
-                                    const void *arg),
-             const void *arg)
-{
-    struct kvm_dom *d = dom_get(uuid);
-    if (!d) {
-        return no_domain(uuid);
-    }
-    pthread_mutex_lock(&d->op);
-    char *path = dom_file(d, "qmp.sock");
-    struct xa_qmp *q = NULL;
-    struct xa_error *err = xa_qmp_open(path, QMP_TIMEOUT, &q);
-    free(path);
-    if (!err) {
-        err = fn(d, q, arg);
-    }
-    xa_qmp_close(q);
-    pthread_mutex_unlock(&d->op);
-    dom_unref(d);
-    return err;
 }
 
 static struct xa_error *

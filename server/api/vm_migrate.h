@@ -50,6 +50,9 @@ void xa_mig_stream_init(void);
 /* Whether the fault 'name' of XAPID_MIG_FAULTS applies now ("name": every
  * time, "name:N": the first N times, counted in 'used'). */
 bool xa_mig_fault_count(const char *name, atomic_int *used);
+/* Writes all 'n' bytes of 'buf' to 'fd' (again after EINTR); false when
+ * a write fails or writes nothing. */
+bool xa_mig_write_all(int fd, const char *buf, size_t n);
 char *xa_mig_stream_expect(int fd);
 void xa_mig_stream_forget(const char *token);
 struct xa_error *xa_mig_stream_dial(const char *addr, const char *token,

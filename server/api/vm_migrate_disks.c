@@ -445,23 +445,6 @@ xa_sxm_out_parse(struct xa_sxm_out *o, const char *vm, char **url)
     return NULL;
 }
 
-static bool
-write_all(int fd, const char *buf, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, buf, n);
-        if (w < 0 && errno == EINTR) {
-            continue;
-        }
-        if (w <= 0) {
-            return false;
-        }
-        buf += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
-
 /* 'f': the old disk's raw content to the destination. */
 static struct xa_error *
 send_file(const struct xa_mig_dest *dest, struct xa_sxm_out_disk *d,
@@ -497,7 +480,7 @@ send_file(const struct xa_mig_dest *dest, struct xa_sxm_out_disk *d,
         for (int i = 0; i < 8; i++) {
             head[i] = (unsigned char)((uint64_t)size >> (56 - 8 * i));
         }
-        bool ok = size >= 0 && write_all(fd, (char *)head, sizeof head);
+        bool ok = size >= 0 && xa_mig_write_all(fd, (char *)head, sizeof head);
         for (;;) {
             ssize_t n = ok ? read(in, buf, CHUNK) : -1;
             if (n < 0 && errno == EINTR) {
@@ -507,7 +490,7 @@ send_file(const struct xa_mig_dest *dest, struct xa_sxm_out_disk *d,
                 ok = ok && n == 0;
                 break;
             }
-            ok = write_all(fd, buf, (size_t)n);
+            ok = xa_mig_write_all(fd, buf, (size_t)n);
         }
         if (!ok) {
             err = xa_error_new("VDI_COPY_FAILED", 0);

@@ -94,8 +94,8 @@ xa_mig_fault_count(const char *name, atomic_int *used)
     return !*f || atomic_fetch_add(used, 1) < atoi(f);
 }
 
-static bool
-write_all(int fd, const char *buf, size_t n)
+bool
+xa_mig_write_all(int fd, const char *buf, size_t n)
 {
     while (n > 0) {
         ssize_t w = write(fd, buf, n);
@@ -273,7 +273,7 @@ inbound_main(void *arg)
             why = gnutls_strerror((int)n);
             break;
         }
-        if (!write_all(in->out, buf, (size_t)n)) {
+        if (!xa_mig_write_all(in->out, buf, (size_t)n)) {
             why = "the receiving domain went away";
             break;
         }
@@ -645,7 +645,7 @@ outbound_back(void *arg)
         int e = n > 0 ? SSL_ERROR_NONE : SSL_get_error(o->ssl, n);
         pthread_mutex_unlock(&o->ssl_lock);
         if (n > 0) {
-            if (!write_all(o->in, buf, (size_t)n)) {
+            if (!xa_mig_write_all(o->in, buf, (size_t)n)) {
                 break;
             }
             continue;

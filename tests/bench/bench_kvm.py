@@ -25,6 +25,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
 
+import guestlib  # noqa: E402
 import xapilib  # noqa: E402
 import test_kvm as k  # noqa: E402
 
@@ -162,8 +163,9 @@ def main():
     ap.add_argument("--no-raw", action="store_true",
                     help="skip the bare-QEMU figures")
     o = ap.parse_args()
-    gen = k.guests.__wrapped__()
-    g = next(gen)
+    out = tempfile.mkdtemp(prefix="xapid-guests-")
+    guestlib.build_tiny(out)
+    g = {"dir": out, "linux": guestlib.build_linux(out) is None}
     x = xapilib.Xapid(extra_args=["--hypervisor", "kvm"])
     x.start()
     try:
@@ -210,10 +212,7 @@ def main():
     finally:
         x.stop()
         x.cleanup()
-        try:
-            next(gen)
-        except StopIteration:
-            pass
+        shutil.rmtree(out, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@
 - xapid_factory:  start(extra_args=..., https=..., accounts=...) as many
                   servers as a test needs; all are stopped afterwards
 - session / api:  a root session on the module's server
+- guests:         the directory of the tiny QEMU test guests, built once
+                  per run (scope="session"); linux_guest adds the Linux
+                  guest there, built once when first asked for, and skips
+                  the tests that ask where it cannot be built
 
 Every server is stopped with SIGTERM at teardown and must exit cleanly
 within 10 s; a server that has to be killed fails the test.
@@ -14,12 +18,15 @@ with 77, which ctest reports as "skipped" (SKIP_RETURN_CODE).
 """
 
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import guestlib  # noqa: E402
 import poollib  # noqa: E402
 import xapilib  # noqa: E402
 
@@ -138,3 +145,27 @@ def pool():
     problems = p.close()
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
+
+
+# ---- QEMU test guests (tests/fixtures/guests), built once per run --------
+
+
+@pytest.fixture(scope="session")
+def guests():
+    """The directory holding the tiny guests (guestlib.build_tiny)."""
+    out = tempfile.mkdtemp(prefix="xapid-guests-")
+    try:
+        guestlib.build_tiny(out)
+        yield out
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def linux_guest(guests):
+    """'guests' with the Linux guest (vmlinuz, initrd.img) too; a test
+    asking for it skips where it cannot be built."""
+    why = guestlib.build_linux(guests)
+    if why is not None:
+        pytest.skip("no Linux guest: %s" % why[-300:])
+    return guests

@@ -1,10 +1,10 @@
 """The QEMU hypervisor driver (--hypervisor kvm) with real guests.
 
-Guests are built here, at test time, from what Debian installs
-(tests/fixtures/guests): the tiny multiboot guests (run under KVM where
-/dev/kvm opens, else TCG: never skipped) and a Linux guest (Debian's cloud
-kernel + a busybox initramfs, TCG on q35; this machine's nested-PVM
-/dev/kvm boots no stock kernel).  The console is read the way xapi's
+Guests are built at test time, once per run (conftest's guests and
+linux_guest), from what Debian installs (tests/fixtures/guests): the tiny
+multiboot guests (run under KVM where /dev/kvm opens, else TCG: never
+skipped) and a Linux guest (Debian's cloud kernel + a busybox initramfs,
+TCG on q35; this machine's nested-PVM /dev/kvm boots no stock kernel).  The console is read the way xapi's
 clients read it: CONNECT /console?ref=...&session_id=... ."""
 
 import json
@@ -12,35 +12,18 @@ import os
 import re
 import shutil
 import socket
-import subprocess
-import tempfile
 import time
 
 import pytest
 
 import ovs_env
 import xapilib
+from guestlib import MIB, pv_vm, qemu_pids, qemu_procs
 from xapilib import XapiError
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-GUESTS_SRC = os.path.join(HERE, "..", "fixtures", "guests")
-MIB = 1 << 20
 
 if not shutil.which("qemu-system-x86_64"):
     pytest.skip("qemu-system-x86_64 is not installed (qemu-system-x86)",
                 allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def guests():
-    out = tempfile.mkdtemp(prefix="xapid-guests-")
-    subprocess.run([os.path.join(GUESTS_SRC, "build-tiny.sh"), out],
-                   check=True, capture_output=True)
-    linux = subprocess.run([os.path.join(GUESTS_SRC, "build-linux.sh"), out],
-                           capture_output=True, text=True)
-    yield {"dir": out, "linux": linux.returncode == 0,
-           "linux_why": linux.stderr.strip()}
-    shutil.rmtree(out, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -77,15 +60,8 @@ def api(server):
 
 def make_vm(api, name, kernel, initrd="", args="", memory=64 * MIB,
             accel=None, network=None, mac=None):
-    t = api.VM.get_by_name_label("Debian Bookworm 12")[0]
-    rec = api.VM.get_record(t)
-    m = str(memory)
-    rec.update(name_label=name, is_a_template=False, HVM_boot_policy="",
-               PV_kernel=kernel, PV_ramdisk=initrd, PV_args=args,
-               memory_static_max=m, memory_dynamic_max=m,
-               memory_dynamic_min=m, memory_static_min=m,
-               other_config={}, platform={"accel": accel} if accel else {})
-    vm = api.VM.create(rec)
+    vm = pv_vm(api, name, kernel, memory, initrd, args,
+               {"accel": accel} if accel else None)
     if network:
         api.VIF.create({"device": "0", "network": network, "VM": vm,
                         "MAC": mac, "MTU": "1500", "other_config": {},
@@ -141,30 +117,11 @@ class Console:
         self.sock.close()
 
 
-def qemu_pids(state_dir):
-    """Pids of the QEMUs of this server (their command line names its
-    state directory)."""
-    pids = []
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % p, "rb") as f:
-                cl = f.read()
-            with open("/proc/%s/stat" % p) as f:
-                zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
-        except OSError:
-            continue
-        if b"qemu-system" in cl and state_dir.encode() in cl:
-            pids.append((int(p), zombie))
-    return pids
-
-
 # ---- tiny guests: the lifecycle, fast -----------------------------------
 
 
 def test_tiny_lifecycle(server, api, guests):
-    vm = make_vm(api, "tiny", os.path.join(guests["dir"], "hello.elf"))
+    vm = make_vm(api, "tiny", os.path.join(guests, "hello.elf"))
     api.VM.start(vm, False, False)
     assert api.VM.get_power_state(vm) == "Running"
     c = Console(server, api, vm)
@@ -176,7 +133,7 @@ def test_tiny_lifecycle(server, api, guests):
     assert api.VM.get_power_state(vm) == "Running"
     api.VM.suspend(vm)
     assert api.VM.get_power_state(vm) == "Suspended"
-    assert not qemu_pids(server.state_dir)
+    assert not qemu_procs(server.state_dir)
     api.VM.resume(vm, False, False)
     assert api.VM.get_power_state(vm) == "Running"
     domid = int(api.VM.get_domid(vm))
@@ -187,7 +144,7 @@ def test_tiny_lifecycle(server, api, guests):
     assert api.VM.get_power_state(vm) == "Running"
     api.VM.hard_shutdown(vm)
     assert api.VM.get_power_state(vm) == "Halted"
-    assert not qemu_pids(server.state_dir), "QEMU left behind (or a zombie)"
+    assert not qemu_procs(server.state_dir), "QEMU left behind (or a zombie)"
 
 
 def tap_exists(ovs, name):
@@ -208,7 +165,7 @@ def test_guest_poweroff_and_crash_halt_the_vm(server, api, guests, ovs):
     log, leaves no zombie, tap or switch port, and the VM starts again."""
     net = api.network.create({"name_label": "kvm-crash", "name_description":
                               "", "MTU": "1500", "other_config": {}})
-    vm = make_vm(api, "crashy", os.path.join(guests["dir"], "hello.elf"),
+    vm = make_vm(api, "crashy", os.path.join(guests, "hello.elf"),
                  network=net, mac="02:77:00:00:00:09")
     api.VM.start(vm, False, False)
     tap = "tap%s.0" % api.VM.get_domid(vm)
@@ -216,10 +173,10 @@ def test_guest_poweroff_and_crash_halt_the_vm(server, api, guests, ovs):
     bridge = api.network.get_bridge(net)
     if not isinstance(ovs, str):
         ovs.wait_for(lambda: tap in ovs.ports(bridge), what="tap on bridge")
-    [(pid, _)] = qemu_pids(server.state_dir)
+    [(pid, _)] = qemu_procs(server.state_dir)
     os.kill(pid, 9)
     wait_halted(api, vm)
-    assert not qemu_pids(server.state_dir), "QEMU zombie left behind"
+    assert not qemu_procs(server.state_dir), "QEMU zombie left behind"
     assert not tap_exists(ovs, tap), "stray tap " + tap
     if not isinstance(ovs, str):
         assert tap not in ovs.all_ports(), "stray switch port " + tap
@@ -230,7 +187,7 @@ def test_guest_poweroff_and_crash_halt_the_vm(server, api, guests, ovs):
     api.VM.start(vm, False, False)  # the next start works
     assert api.VM.get_power_state(vm) == "Running"
     api.VM.hard_shutdown(vm)
-    assert not qemu_pids(server.state_dir)
+    assert not qemu_procs(server.state_dir)
 
 
 NEVER_ANSWERS = """#!/bin/sh
@@ -262,7 +219,7 @@ def test_qemu_that_never_answers_qmp(xapid_factory, guests, tmp_path,
     monkeypatch.setenv("XAPID_QMP_START_TIMEOUT", "6")
     x = xapid_factory.start(extra_args=["--hypervisor", "kvm"])
     a = x.login()
-    vm = make_vm(a, "never-answers", os.path.join(guests["dir"], "hello.elf"))
+    vm = make_vm(a, "never-answers", os.path.join(guests, "hello.elf"))
     task = a.call("Async.VM.start", vm, False, False)
     deadline = time.monotonic() + 60
     while a.task.get_status(task) == "pending":
@@ -272,24 +229,24 @@ def test_qemu_that_never_answers_qmp(xapid_factory, guests, tmp_path,
     info = " ".join(a.task.get_error_info(task))
     assert "never answered on its monitor" in info, info
     assert a.VM.get_power_state(vm) == "Halted"
-    assert not qemu_pids(x.state_dir), "QEMU left behind (or a zombie)"
+    assert not qemu_procs(x.state_dir), "QEMU left behind (or a zombie)"
     assert re.search(r"VM %s: start failed: .*never answered" %
                      a.VM.get_uuid(vm), x.stderr_text(200000))
     a.VM.set_name_label(vm, "answers")
     a.VM.start(vm, False, False)
     assert a.VM.get_power_state(vm) == "Running"
     a.VM.hard_shutdown(vm)
-    assert not qemu_pids(x.state_dir)
+    assert not qemu_procs(x.state_dir)
 
 
 def test_bad_qemu_start_fails_cleanly(server, api, guests):
-    vm = make_vm(api, "bad", os.path.join(guests["dir"], "hello.elf"))
+    vm = make_vm(api, "bad", os.path.join(guests, "hello.elf"))
     api.VM.set_platform(vm, {"machine": "no-such-machine"})
     with pytest.raises(XapiError) as e:
         api.VM.start(vm, False, False)
     assert "QEMU" in " ".join(e.value.details), e.value.details
     assert api.VM.get_power_state(vm) == "Halted"
-    assert not qemu_pids(server.state_dir)
+    assert not qemu_procs(server.state_dir)
     api.VM.set_platform(vm, {})
     api.VM.start(vm, False, False)
     assert api.VM.get_power_state(vm) == "Running"
@@ -349,7 +306,7 @@ def test_tiny_hotplug(server, api, guests, ovs):
     net = api.network.create({"name_label": "kvm-hotplug",
                               "name_description": "", "MTU": "1500",
                               "other_config": {}})
-    vm = make_vm(api, "hotplug", os.path.join(guests["dir"], "hello.elf"))
+    vm = make_vm(api, "hotplug", os.path.join(guests, "hello.elf"))
     api.VM.set_platform(vm, {"machine": "q35"})
     api.VM.start(vm, False, False)
     vbd = new_disk(api, vm, "1")
@@ -381,7 +338,7 @@ def test_tiny_hotplug(server, api, guests, ovs):
     tap = "tap%s.0" % api.VM.get_domid(vm)
     assert tap_exists(ovs, tap)
     api.VM.hard_shutdown(vm)
-    assert not qemu_pids(server.state_dir)
+    assert not qemu_procs(server.state_dir)
     assert not tap_exists(ovs, tap), "stray tap " + tap
     if not isinstance(ovs, str):
         assert tap not in ovs.all_ports(), "stray switch port " + tap
@@ -390,35 +347,33 @@ def test_tiny_hotplug(server, api, guests, ovs):
 def test_restart_adopts_running_qemu(xapid_factory, guests):
     x = xapid_factory.start(extra_args=["--hypervisor", "kvm"])
     a = x.login()
-    vm = make_vm(a, "survivor", os.path.join(guests["dir"], "hello.elf"))
+    vm = make_vm(a, "survivor", os.path.join(guests, "hello.elf"))
     a.VM.start(vm, False, False)
-    [(pid, _)] = qemu_pids(x.state_dir)
+    [(pid, _)] = qemu_procs(x.state_dir)
     x.stop()
     x.start()
     a = x.login()
     assert a.VM.get_power_state(vm) == "Running"
-    assert [p for p, _ in qemu_pids(x.state_dir)] == [pid]
+    assert [p for p, _ in qemu_procs(x.state_dir)] == [pid]
     a.VM.pause(a.VM.get_by_uuid(a.VM.get_uuid(vm)))
     assert a.VM.get_power_state(vm) == "Paused"
     a.VM.hard_shutdown(vm)
     assert a.VM.get_power_state(vm) == "Halted"
     deadline = time.monotonic() + 5
-    while qemu_pids(x.state_dir) and time.monotonic() < deadline:
+    while qemu_procs(x.state_dir) and time.monotonic() < deadline:
         time.sleep(0.05)  # no longer our child: PID 1 reaps it
-    assert not [p for p, z in qemu_pids(x.state_dir) if not z]
+    assert not qemu_pids(x.state_dir)
 
 
 # ---- the Linux guest under TCG -------------------------------------------
 
 
 def linux_vm(api, guests, name, ip, peer=None, network=None, mac=None):
-    if not guests["linux"]:
-        pytest.skip("no Linux guest: %s" % guests["linux_why"])
     args = "console=ttyS0 quiet panic=-1 xapid.ip=%s" % ip
     if peer:
         args += " xapid.peer=%s" % peer
-    return make_vm(api, name, os.path.join(guests["dir"], "vmlinuz"),
-                   os.path.join(guests["dir"], "initrd.img"), args,
+    return make_vm(api, name, os.path.join(guests, "vmlinuz"),
+                   os.path.join(guests, "initrd.img"), args,
                    memory=256 * MIB, accel="tcg", network=network, mac=mac)
 
 
@@ -477,12 +432,12 @@ def hotplug_linux(server, api, ovs, net, vm, c):
         assert tap not in ovs.all_ports(), "stray switch port " + tap
 
 
-def test_linux_guests(server, api, guests, ovs):
+def test_linux_guests(server, api, linux_guest, ovs):
     net = api.network.create({"name_label": "kvm-test", "name_description":
                               "", "MTU": "1500", "other_config": {}})
-    a = linux_vm(api, guests, "lin-a", "10.77.0.1/24", peer="10.77.0.2",
-                 network=net, mac="02:77:00:00:00:01")
-    b = linux_vm(api, guests, "lin-b", "10.77.0.2/24", network=net,
+    a = linux_vm(api, linux_guest, "lin-a", "10.77.0.1/24",
+                 peer="10.77.0.2", network=net, mac="02:77:00:00:00:01")
+    b = linux_vm(api, linux_guest, "lin-b", "10.77.0.2/24", network=net,
                  mac="02:77:00:00:00:02")
     api.VM.start(b, False, False)
     api.VM.start(a, False, False)
@@ -529,6 +484,6 @@ def test_linux_guests(server, api, guests, ovs):
     assert api.VM.get_power_state(b) == "Halted"
     ca.close()
     cb.close()
-    assert not qemu_pids(server.state_dir)
+    assert not qemu_procs(server.state_dir)
     if isinstance(ovs, str):
         pytest.skip("guest A pinging B through OVS not checked: %s" % ovs)

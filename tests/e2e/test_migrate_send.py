@@ -3,98 +3,18 @@ VM.assert_can_migrate / assert_can_migrate_sender with a vdi_map and
 VM.migrate_send moving a VM's disk between the local SRs of two pool
 hosts (running and halted), byte for byte, and what a failure leaves."""
 
-import hashlib
-import http.client
 import os
 import subprocess
 import tempfile
 import time
-import urllib.parse
 
-import poollib
 import xapilib
+from migratelib import (add_host, content, disk_with, formed, gone,
+                        local_sr, pattern, the_disk)
 from poollib import wait_for
 from xapilib import expect_error
 
 MIB = 1 << 20
-
-
-def add_host(pool, env=None):
-    saved = dict(os.environ)
-    os.environ.update(env or {})
-    try:
-        return pool.add(1, extra_args=["--threads", "16"])[0]
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-def formed(pool, envs):
-    hosts = [add_host(pool, e) for e in envs]
-    for m in hosts[1:]:
-        poollib.join(m, hosts[0])
-    api = hosts[0].login()
-    refs = []
-    for h in hosts:
-        refs += [r for r in api.host.get_all()
-                 if api.host.get_address(r) == h.address]
-    wait_for(lambda: all(api.host_metrics.get_live(api.host.get_metrics(r))
-                         for r in refs))
-    return hosts, api, refs
-
-
-def local_sr(api, host):
-    return [api.PBD.get_SR(p) for p in api.PBD.get_all()
-            if api.PBD.get_host(p) == host
-            and api.SR.get_type(api.PBD.get_SR(p)) == "ext"][0]
-
-
-def pattern(size, seed):
-    out = bytearray()
-    block = hashlib.sha256(b"%d" % seed).digest() * 2048  # 64 KiB
-    i = 0
-    while len(out) < size:
-        # every third block zero: holes must come back as zeros
-        out += bytes(len(block)) if i % 3 == 1 else block
-        i += 1
-    return bytes(out[:size])
-
-
-def http_call(host, api, method, path, query, body=None):
-    q = urllib.parse.urlencode(dict(query, session_id=api.ref))
-    c = http.client.HTTPConnection(host.address, host.port, timeout=120)
-    try:
-        c.request(method, path + "?" + q, body=body)
-        r = c.getresponse()
-        return r.status, r.read()
-    finally:
-        c.close()
-
-
-def disk_with(api, host, sr, data, name="moving disk"):
-    vdi = api.VDI.create({"SR": sr, "virtual_size": str(len(data)),
-                          "name_label": name, "type": "user",
-                          "sharable": False, "read_only": False,
-                          "other_config": {}})
-    task = api.task.create("import", "")
-    status, body = http_call(host, api, "PUT", "/import_raw_vdi",
-                             {"vdi": vdi, "format": "raw",
-                              "task_id": task}, data)
-    assert status == 200, body[:200]
-    wait_for(lambda: api.task.get_status(task) != "pending", timeout=30)
-    assert api.task.get_status(task) == "success", \
-        api.task.get_error_info(task)
-    return vdi
-
-
-def content(host, api, vdi):
-    """The VDI's bytes, read on 'host' (its own session: the master's
-    sessions are the master's)."""
-    local = host.local_session()
-    status, body = http_call(host, local, "GET", "/export_raw_vdi",
-                             {"vdi": api.VDI.get_uuid(vdi), "format": "raw"})
-    assert status == 200, body[:200]
-    return body
 
 
 def vm_with_disk(api, name, vdi):
@@ -109,19 +29,6 @@ def vm_with_disk(api, name, vdi):
                     "empty": False, "other_config": {},
                     "qos_algorithm_type": "", "qos_algorithm_params": {}})
     return vm
-
-
-def gone(api, vdi):
-    try:
-        api.VDI.get_uuid(vdi)
-    except Exception as e:  # noqa: BLE001 - HANDLE_INVALID expected
-        return "HANDLE_INVALID" in str(e)
-    return False
-
-
-def the_disk(api, vm):
-    (vbd,) = api.VM.get_VBDs(vm)
-    return api.VBD.get_VDI(vbd)
 
 
 def test_migrate_receive_and_refusals(pool):

@@ -12,21 +12,18 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
-import tempfile
 import time
 
 import pytest
 
 import ovs_env
-import poollib
+from guestlib import (MIB, assert_runs_on, on_host, pv_vm, qemu_pids,
+                      qmp_status, serial_log)
+from migratelib import kvm_pool
 from poollib import wait_for
 from xapilib import expect_error
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-GUESTS_SRC = os.path.join(HERE, "..", "fixtures", "guests")
-MIB = 1 << 20
 TICK = re.compile(rb"TICK (\d+\.\d+)")
 
 if not shutil.which("qemu-system-x86_64"):
@@ -34,117 +31,9 @@ if not shutil.which("qemu-system-x86_64"):
                 allow_module_level=True)
 
 
-@pytest.fixture(scope="module")
-def guests():
-    out = tempfile.mkdtemp(prefix="xapid-mig-guests-")
-    subprocess.run([os.path.join(GUESTS_SRC, "build-tiny.sh"), out],
-                   check=True, capture_output=True)
-    yield out
-    shutil.rmtree(out, ignore_errors=True)
-
-
-def kvm_pool(pool, envs, extra=None):
-    """A pool of one kvm host per entry of 'envs' (extra environment);
-    'extra', when given, has more arguments for each host."""
-    hosts = []
-    for i, env in enumerate(envs):
-        saved = dict(os.environ)
-        os.environ.update(env)
-        try:
-            hosts += pool.add(1, extra_args=["--hypervisor", "kvm",
-                                             "--threads", "16"] +
-                              (list(extra[i]) if extra else []))
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-    for m in hosts[1:]:
-        poollib.join(m, hosts[0])
-    api = hosts[0].login()
-    refs = []
-    for h in hosts:
-        refs += [r for r in api.host.get_all()
-                 if api.host.get_address(r) == h.address]
-    wait_for(lambda: all(api.host_metrics.get_live(api.host.get_metrics(r))
-                         for r in refs))
-    return hosts, api, refs
-
-
-def guest_vm(api, name, kernel, memory=256 * MIB, initrd="", args="",
-             platform=None):
-    t = api.VM.get_by_name_label("Debian Bookworm 12")[0]
-    rec = api.VM.get_record(t)
-    m = str(memory)
-    rec.update(name_label=name, is_a_template=False, HVM_boot_policy="",
-               PV_kernel=kernel, PV_ramdisk=initrd, PV_args=args,
-               memory_static_max=m, memory_dynamic_max=m,
-               memory_dynamic_min=m, memory_static_min=m,
-               other_config={}, platform=platform or {})
-    return api.VM.create(rec)
-
-
-def serial_log(host, api, vm):
-    path = os.path.join(host.state_dir, "kvm", api.VM.get_uuid(vm),
-                        "serial.log")
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
-
-
-def qmp_status(host, api, vm):
-    """The run state QEMU itself reports for the VM's domain on 'host'."""
-    path = os.path.join(host.state_dir, "kvm", api.VM.get_uuid(vm),
-                        "qmp.sock")
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(10)
-        s.connect(path)
-        f = s.makefile("rwb")
-        f.readline()  # greeting
-        for cmd in ("qmp_capabilities", "query-status"):
-            f.write(json.dumps({"execute": cmd}).encode() + b"\n")
-            f.flush()
-            while True:
-                r = json.loads(f.readline())
-                if "return" in r or "error" in r:
-                    break
-        return r["return"]["status"]
-
-
-def qemu_pids(state_dir):
-    pids = []
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % p, "rb") as f:
-                cl = f.read()
-            with open("/proc/%s/stat" % p) as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    continue
-        except OSError:
-            continue
-        if b"qemu-system" in cl and state_dir.encode() in cl:
-            pids.append(int(p))
-    return pids
-
-
-def on_host(hosts, refs, api, vm):
-    return hosts[refs.index(api.VM.get_resident_on(vm))]
-
-
-def assert_runs_on(hosts, refs, api, vm, ref):
-    """Resident on 'ref' with exactly one QEMU, there, and none elsewhere."""
-    assert api.VM.get_resident_on(vm) == ref
-    assert api.VM.get_power_state(vm) == "Running"
-    for h, r in zip(hosts, refs):
-        n = len(qemu_pids(h.state_dir))
-        assert n == (1 if r == ref else 0), (h.address, n)
-
-
 def test_kvm_live_migration_back_and_forth(pool, guests):
     hosts, api, (a, b) = kvm_pool(pool, [{}, {}])
-    vm = guest_vm(api, "dirty16", os.path.join(guests, "dirty16.elf"))
+    vm = pv_vm(api, "dirty16", os.path.join(guests, "dirty16.elf"), 256 * MIB)
     api.VM.start_on(vm, a, False, False)
     wait_for(lambda: b"MB-GUEST-FILLED" in serial_log(hosts[0], api, vm),
              timeout=60)
@@ -175,18 +64,13 @@ def test_kvm_live_migration_back_and_forth(pool, guests):
         assert not qemu_pids(h.state_dir)
 
 
-def test_kvm_linux_guest_counter_never_restarts(pool, guests):
+def test_kvm_linux_guest_counter_never_restarts(pool, linux_guest):
     """A Linux guest (TCG) printing "TICK <uptime>" every second moves
     a -> b -> a: its uptime goes on from where it was on each host."""
-    built = subprocess.run([os.path.join(GUESTS_SRC, "build-linux.sh"),
-                            guests], capture_output=True, text=True)
-    if built.returncode != 0:
-        pytest.skip("no Linux guest: %s" % built.stderr.strip()[-300:])
     hosts, api, (a, b) = kvm_pool(pool, [{}, {}])
-    vm = guest_vm(api, "counter", os.path.join(guests, "vmlinuz"),
-                  initrd=os.path.join(guests, "initrd.img"),
-                  args="console=ttyS0 quiet panic=-1",
-                  platform={"accel": "tcg"})
+    vm = pv_vm(api, "counter", os.path.join(linux_guest, "vmlinuz"),
+               256 * MIB, initrd=os.path.join(linux_guest, "initrd.img"),
+               args="console=ttyS0 quiet panic=-1", platform={"accel": "tcg"})
     api.VM.start_on(vm, a, False, False)
 
     def ticks(host):
@@ -220,7 +104,7 @@ def test_kvm_migration_failures_leave_the_guest_on_the_source(pool, guests):
         {"XAPID_MIG_FAULTS": "refuse:1,commit:1"},
         {"XAPID_MIG_FAULTS": "cut:%d" % (64 * MIB)}])
     # fill.elf: 224 MiB written once, then idle: every pass is predictable
-    vm = guest_vm(api, "unlucky", os.path.join(guests, "fill.elf"))
+    vm = pv_vm(api, "unlucky", os.path.join(guests, "fill.elf"), 256 * MIB)
     api.VM.start_on(vm, a, False, False)
     wait_for(lambda: b"MB-GUEST-FILLED" in serial_log(hosts[0], api, vm),
              timeout=60)
@@ -333,17 +217,14 @@ def replies(log):
     return [int(n) for n in REPLY.findall(log, max(i, 0))]
 
 
-def test_kvm_ping_across_ovs_survives_live_migration(switches, pool, guests):
+def test_kvm_ping_across_ovs_survives_live_migration(switches, pool,
+                                                    linux_guest):
     """Guest A on host 1 pings guest B every 100 ms over a pool network
     (each host's bridge on its own Open vSwitch, the switches cabled
     together by the hosts' PIFs) while B live-migrates to host 2 and back:
     B never reboots, its tap follows it from switch to switch with the
     VIF's external-ids, the replies go on after each migration and the
     network loses at most a few more than B's own pause accounts for."""
-    built = subprocess.run([os.path.join(GUESTS_SRC, "build-linux.sh"),
-                            guests], capture_output=True, text=True)
-    if built.returncode != 0:
-        pytest.skip("no Linux guest: %s" % built.stderr.strip()[-300:])
     hosts, api, (a, b) = kvm_pool(pool, [{}, {}],
                                   [sw.xapid_args() for sw in switches])
     # pool.join puts the joiner's PIF xw0 on the pool's network of the
@@ -367,11 +248,10 @@ def test_kvm_ping_across_ovs_survives_live_migration(switches, pool, guests):
                     % (bridge, api.host.get_address(h)))
 
     def linux(name, ip, mac, extra=""):
-        vm = guest_vm(api, name, os.path.join(guests, "vmlinuz"),
-                      memory=128 * MIB,
-                      initrd=os.path.join(guests, "initrd.img"),
-                      args="console=ttyS0 quiet panic=-1 xapid.ip=%s%s"
-                      % (ip, extra), platform={"accel": "tcg"})
+        vm = pv_vm(api, name, os.path.join(linux_guest, "vmlinuz"),
+                   128 * MIB, initrd=os.path.join(linux_guest, "initrd.img"),
+                   args="console=ttyS0 quiet panic=-1 xapid.ip=%s%s"
+                   % (ip, extra), platform={"accel": "tcg"})
         vif = api.VIF.create({"device": "0", "network": net, "VM": vm,
                               "MAC": mac, "MTU": "1500", "other_config": {},
                               "qos_algorithm_type": "",
