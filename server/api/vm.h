@@ -26,7 +26,7 @@
 extern const struct xa_class_desc xa_cls_VM, xa_cls_VBD, xa_cls_VIF, xa_cls_VDI,
     xa_cls_SR, xa_cls_PBD, xa_cls_console, xa_cls_VM_metrics,
     xa_cls_VM_guest_metrics, xa_cls_host, xa_cls_host_metrics, xa_cls_pool,
-    xa_cls_network;
+    xa_cls_network, xa_cls_task;
 
 /* The index of field 'name' of 'cls'; aborts when the schema lacks it (a
  * programming error found by the first call). */

@@ -308,7 +308,10 @@ uuid_of(const char *vm)
 static bool
 driver_streams(bool local)
 {
-    return !local && strcmp(xa_hv_name(), "kvm") == 0;
+    /* kvm: QEMU's stream; xen: libxl's (hypervisor/xen: proven by a
+     * localhost migration in nested Xen, as CI has one Xen host) */
+    return !local && (strcmp(xa_hv_name(), "kvm") == 0 ||
+                      strcmp(xa_hv_name(), "xen") == 0);
 }
 
 /* Builds the incoming domain ('spec': storage motion of the disks it
@@ -567,19 +570,28 @@ progress(struct xa_call *call, double p)
 /* 'switch_ms': from the driver's end of the send to the destination
  * running the guest (commit), which the driver's downtime leaves out. */
 static struct xa_error *
-record_stats(struct xa_txn *t, const char *vm,
+record_stats(struct xa_txn *t, struct xa_call *call, const char *vm,
              const struct xa_hv_migration_stats *st, int64_t switch_ms)
 {
-    const char *keys[] = {"last_migration_downtime_ms",
-                          "last_migration_total_ms", "last_migration_bytes",
-                          "last_migration_rounds", "last_migration_switch_ms"};
+    /* on the VM as last_<key>, on the Async call's task (if any: 'call'
+     * is NULL in an evacuation's own moves) as <key> */
+    const char *keys[] = {"migration_downtime_ms", "migration_total_ms",
+                          "migration_bytes", "migration_rounds",
+                          "migration_switch_ms"};
     int64_t vals[] = {st->downtime_ms, st->total_ms, st->transferred,
                       st->rounds, switch_ms};
     struct xa_error *err = NULL;
     for (size_t i = 0; i < XA_ARRAY_SIZE(keys) && !err; i++) {
         char *v = xa_api_i64(vals[i]);
+        char *k = xa_asprintf("last_%s", keys[i]);
         err = xa_api_map_set(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "other_config"),
-                             keys[i], xa_string(v));
+                             k, xa_string(v));
+        if (!err && call && call->task_ref) {
+            err = xa_api_map_set(t, &xa_cls_task, call->task_ref,
+                                 XA_F(xa_cls_task, "other_config"), keys[i],
+                                 xa_string(v));
+        }
+        free(k);
         free(v);
     }
     return err;
@@ -753,6 +765,21 @@ move_disks_halted(const char *vm, const char *host, struct xa_sxm_out *sxm)
     return err;
 }
 
+/* Ends a failed migration of 'vm' that leaves it on this host: cancels
+ * the operation 'task' began, frees what migrate_run holds (any may be
+ * NULL) and passes 'err' on. */
+static struct xa_error *
+run_abandon(const char *vm, char *task, char *uuid, char *url, char *addr,
+            struct xa_error *err)
+{
+    xa_vm_op_cancel(vm, task);
+    free(task);
+    free(uuid);
+    free(url);
+    free(addr);
+    return err;
+}
+
 /* Migrates 'vm', resident here, to 'host' (this host too: a localhost
  * migration).  'call' may be NULL (evacuation); 'options' too.  With
  * 'sxm' (VM.migrate_send) the disks it names move too: the destination
@@ -780,10 +807,9 @@ migrate_run(struct xa_call *call, const char *vm, const char *host, bool live,
     char *addr = xa_strdup(host_address(t, host));
     xa_db_end(t);
     if (!resident) {
-        xa_vm_op_cancel(vm, task);
-        free(task);
-        free(addr);
-        return xa_error_new("VM_NOT_RESIDENT_HERE", 2, vm, xa_self_host());
+        return run_abandon(
+            vm, task, NULL, NULL, addr,
+            xa_error_new("VM_NOT_RESIDENT_HERE", 2, vm, xa_self_host()));
     }
     progress(call, 0.1);
     if (halted) {
@@ -848,12 +874,7 @@ migrate_run(struct xa_call *call, const char *vm, const char *host, bool live,
     }
     xa_buf_free(&mirror);
     if (err) {
-        xa_vm_op_cancel(vm, task);
-        free(task);
-        free(uuid);
-        free(url);
-        free(addr);
-        return err;
+        return run_abandon(vm, task, uuid, url, addr, err);
     }
     progress(call, 0.8);
     double t_sent = xa_monotonic();
@@ -862,23 +883,13 @@ migrate_run(struct xa_call *call, const char *vm, const char *host, bool live,
     if (streamed) {
         err = conclude_held(vm, uuid, host, err);
         if (err) {
-            xa_vm_op_cancel(vm, task);
-            free(task);
-            free(uuid);
-            free(url);
-            free(addr);
-            return err;
+            return run_abandon(vm, task, uuid, url, addr, err);
         }
     } else if (err && sxm) {
         /* the destination put the disks back and destroyed its domain;
          * the simulator's source domain was never touched */
-        err = migrate_failed(vm, host, err);
-        xa_vm_op_cancel(vm, task);
-        free(task);
-        free(uuid);
-        free(url);
-        free(addr);
-        return err;
+        return run_abandon(vm, task, uuid, url, addr,
+                           migrate_failed(vm, host, err));
     } else if (err) {
         /* The point of no return: the domain left this host. */
         xa_log_err(LOG, "%s reached %s but was not recorded there: %s", vm,
@@ -892,7 +903,7 @@ migrate_run(struct xa_call *call, const char *vm, const char *host, bool live,
         st.total_ms = (int64_t)((xa_monotonic() - t0) * 1000.0);
     }
     t = xa_db_begin_write();
-    struct xa_error *e2 = record_stats(t, vm, &st, switch_ms);
+    struct xa_error *e2 = record_stats(t, call, vm, &st, switch_ms);
     if (!e2) {
         e2 = xa_vm_op_finish(t, vm, task);
     }

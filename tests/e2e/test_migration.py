@@ -2,48 +2,30 @@
 hypervisor: VM.pool_migrate, VM.assert_can_migrate, host.evacuate and
 their refusals, and what a failure leaves behind."""
 
-import os
 import time
 
+import migratelib
 import poollib
+from migratelib import host_ref
 from poollib import wait_for
 from xapilib import expect_error
 
 MIB = 1 << 20
 
 
+def sim_env(env=None, memory_mb=16384):
+    """A simulated host's environment: 'memory_mb' of memory, and 'env'."""
+    return dict({"XAPID_SIM_HOST_MEMORY_MB": str(memory_mb)}, **(env or {}))
+
+
 def add_host(pool, env=None, memory_mb=16384):
     """One more host, with simulator knobs of its own."""
-    saved = dict(os.environ)
-    os.environ["XAPID_SIM_HOST_MEMORY_MB"] = str(memory_mb)
-    os.environ.update(env or {})
-    try:
-        # more HTTP threads than the default (one per CPU): a master thread
-        # blocked in a forwarded call must not starve the replication
-        # stream whose acknowledgements its own commits wait for
-        return pool.add(1, extra_args=["--threads", "16"])[0]
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    return migratelib.add_host(pool, sim_env(env, memory_mb))
 
 
 def formed(pool, specs):
-    hosts = [add_host(pool, **s) for s in specs]
-    for m in hosts[1:]:
-        poollib.join(m, hosts[0])
-    api = hosts[0].login()
-    refs = [host_ref(api, h.address) for h in hosts]
-    # every member heard, every host live: migrations check liveness
-    wait_for(lambda: all(api.host_metrics.get_live(api.host.get_metrics(r))
-                         for r in refs))
-    return hosts, api, refs
-
-
-def host_ref(api, address):
-    for h in api.host.get_all():
-        if api.host.get_address(h) == address:
-            return h
-    raise AssertionError("no host at %s" % address)
+    """A pool of one host per spec (add_host's arguments but the pool)."""
+    return migratelib.formed(pool, [sim_env(**s) for s in specs])
 
 
 def small_vm(api, name, mib=128):
@@ -102,7 +84,17 @@ def test_pool_migrate_round_trip(pool):
     # back home
     api.VM.pool_migrate(vm, a, {})
     assert api.VM.get_resident_on(vm) == a
-    assert api.VM.get_domid(vm) != dom_a or True
+    # a task run by the source records the figures too
+    task = api.Async.VM.pool_migrate(vm, b, {})
+    wait_for(lambda: api.task.get_status(task) != "pending", timeout=30)
+    assert api.task.get_status(task) == "success", \
+        api.task.get_error_info(task)
+    toc = api.task.get_other_config(task)
+    assert int(toc["migration_bytes"]) >= 128 * MIB, toc
+    for k in ("migration_downtime_ms", "migration_total_ms",
+              "migration_rounds", "migration_switch_ms"):
+        assert int(toc[k]) >= 0, (k, toc)
+    api.VM.pool_migrate(vm, a, {})
     wait_for(lambda: free_mem(api, b) >= free_b - MIB)
     # localhost migration: allowed, the VM stays
     api.VM.pool_migrate(vm, a, {})
