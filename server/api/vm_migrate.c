@@ -479,6 +479,32 @@ in_abort(const char *vm)
     return NULL;
 }
 
+/* Gives 'vm' (just made by a cross-pool migration, not yet running) the
+ * uuid it has in its source pool, as xapi keeps it; a uuid already used
+ * here leaves the new one (logged). */
+static struct xa_error *
+adopt_uuid(const char *vm, const char *uuid)
+{
+    struct xa_txn *t = xa_db_begin_write();
+    struct xa_error *err = NULL;
+    char *taken = xa_db_ref_by_uuid(t, &xa_cls_VM, uuid);
+    if (!xa_db_exists(t, &xa_cls_VM, vm)) {
+        err = xa_error_handle_invalid("VM", vm);
+    } else if (strcmp(xa_api_str(t, &xa_cls_VM, vm,
+                                 XA_F(xa_cls_VM, "power_state")),
+                      "Halted") != 0) {
+        err = xa_error_new("VM_BAD_POWER_STATE", 3, vm, "halted",
+                           "running"); /* only a VM not yet moved in */
+    } else if (taken) {
+        xa_log_warn(LOG, "uuid %s is in use here: %s keeps its own", uuid, vm);
+    } else {
+        err = xa_api_set(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "uuid"),
+                         xa_string(uuid));
+    }
+    free(taken);
+    return xa_api_finish(t, err);
+}
+
 struct xa_error *
 xa_impl_host_migrate_in(struct xa_call *call, const char *host, const char *vm,
                         const char *phase, struct xa_value **ret)
@@ -488,6 +514,14 @@ xa_impl_host_migrate_in(struct xa_call *call, const char *host, const char *vm,
     if (!call->is_pool_session && !other_pool) {
         return xa_error_new("RBAC_PERMISSION_DENIED", 2, "host.migrate_in",
                             "Only pool members may call this");
+    }
+    if (other_pool && xa_str_has_prefix(phase, "uuid:")) {
+        /* the VM made for the migration takes the source's uuid */
+        struct xa_error *err = adopt_uuid(vm, phase + 5);
+        if (!err) {
+            *ret = xa_string("");
+        }
+        return err;
     }
     if (strcmp(host, xa_self_host()) != 0 && other_pool) {
         /* another pool talks to our master: the host itself does it */
@@ -1547,6 +1581,8 @@ make_remote(struct remote *r, const char *vm, const struct xa_value *vdi_map,
 {
     struct xa_txn *t = xa_db_begin_read();
     struct xa_value *rec = xa_db_get_record(t, &xa_cls_VM, vm);
+    char *uuid =
+        xa_strdup(xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "uuid")));
     struct xa_value *vbds =
         xa_db_get_field(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "VBDs"));
     struct xa_value *vifs =
@@ -1580,6 +1616,12 @@ make_remote(struct remote *r, const char *vm, const struct xa_value *vdi_map,
         m->vm = xa_strdup(xa_value_str(ret));
     }
     xa_value_unref(ret);
+    if (!err) {
+        /* it keeps its uuid, as xapi's cross-pool migration does */
+        char *ph = xa_asprintf("uuid:%s", uuid);
+        err = rphase(r, m->vm, ph, NULL);
+        free(ph);
+    }
     static const char *const vbd_keys[] = {"userdevice",
                                            "bootable",
                                            "mode",
@@ -1680,6 +1722,7 @@ make_remote(struct remote *r, const char *vm, const struct xa_value *vdi_map,
     free(vrec);
     xa_value_unref(vbds);
     xa_value_unref(vifs);
+    free(uuid);
     return err;
 }
 

@@ -199,12 +199,14 @@ def test_cross_pool_migrate_send(pool):
     assert e.details == ["VIF_NOT_IN_MAP", vif]
     api.VM.assert_can_migrate(vm, dest, True, {vdi: sr_d}, {vif: net_d}, {})
     before = set(dapi.VM.get_all())
+    uuid = api.VM.get_uuid(vm)
     t0 = time.monotonic()
     moved = api.VM.migrate_send(vm, dest, True, {vdi: sr_d}, {vif: net_d},
                                 {})
     print("sim cross-pool migrate_send, 8 MiB disk: %.0f ms"
           % ((time.monotonic() - t0) * 1e3))
     assert moved not in before and moved in dapi.VM.get_all()
+    assert dapi.VM.get_uuid(moved) == uuid  # kept, as xapi keeps it
     assert dapi.VM.get_name_label(moved) == "traveller"
     assert dapi.VM.get_power_state(moved) == "Running"
     assert dapi.VM.get_resident_on(moved) == da
@@ -262,6 +264,7 @@ def test_xe_vm_migrate_storage_and_remote_master(pool):
     assert rc == 0, out
     assert vm not in api.VM.get_all() and gone(api, new)
     (moved,) = oapi.VM.get_by_name_label("by-xe")
+    assert oapi.VM.get_uuid(moved) == uuid
     assert oapi.VM.get_power_state(moved) == "Halted"
     nvdi = the_disk(oapi, moved)
     assert oapi.VDI.get_SR(nvdi) == osr
