@@ -601,6 +601,35 @@ progress(struct xa_call *call, double p)
     }
 }
 
+/* The figures of a migration, in record_stats' order. */
+static const char *const stat_keys[] = {
+    "migration_downtime_ms", "migration_total_ms", "migration_bytes",
+    "migration_rounds", "migration_switch_ms"};
+
+void
+xa_vm_migrate_note_task(const char *task, const char *vm)
+{
+    struct xa_txn *t = xa_db_begin_write();
+    struct xa_error *err = NULL;
+    for (size_t i = 0; i < XA_ARRAY_SIZE(stat_keys) && !err; i++) {
+        char *k = xa_asprintf("last_%s", stat_keys[i]);
+        const struct xa_value *oc = xa_db_peek_field(
+            t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "other_config"));
+        const char *v = oc ? xa_struct_get_str(oc, k) : NULL;
+        if (v) {
+            err = xa_api_map_set(t, &xa_cls_task, task,
+                                 XA_F(xa_cls_task, "other_config"),
+                                 stat_keys[i], xa_string(v));
+        }
+        free(k);
+    }
+    err = xa_api_finish(t, err);
+    if (err) {
+        xa_log_warn(LOG, "task %s: figures not recorded: %s", task, err->code);
+        xa_error_free(err);
+    }
+}
+
 /* 'switch_ms': from the driver's end of the send to the destination
  * running the guest (commit), which the driver's downtime leaves out. */
 static struct xa_error *
@@ -609,13 +638,11 @@ record_stats(struct xa_txn *t, struct xa_call *call, const char *vm,
 {
     /* on the VM as last_<key>, on the Async call's task (if any: 'call'
      * is NULL in an evacuation's own moves) as <key> */
-    const char *keys[] = {"migration_downtime_ms", "migration_total_ms",
-                          "migration_bytes", "migration_rounds",
-                          "migration_switch_ms"};
+    const char *const *keys = stat_keys;
     int64_t vals[] = {st->downtime_ms, st->total_ms, st->transferred,
                       st->rounds, switch_ms};
     struct xa_error *err = NULL;
-    for (size_t i = 0; i < XA_ARRAY_SIZE(keys) && !err; i++) {
+    for (size_t i = 0; i < XA_ARRAY_SIZE(vals) && !err; i++) {
         char *v = xa_api_i64(vals[i]);
         char *k = xa_asprintf("last_%s", keys[i]);
         err = xa_api_map_set(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "other_config"),

@@ -21,6 +21,7 @@
 
 #include "api/net-api.h"
 #include "api/vm.h"
+#include "api/vm_migrate.h"
 #include "ha/ha.h"
 #include "hmap.h"
 #include "log.h"
@@ -561,6 +562,12 @@ xa_pool_forward(struct xa_call *call, struct xa_value *const *args,
         /* a task's worker thread: it may wait */
         err = fwd_do(j, addr, "calls", ret);
         fwd_free(j);
+        if (!err && call->task_ref &&
+            (strcmp(m->wire, "VM.pool_migrate") == 0 ||
+             strcmp(m->wire, "VM.migrate_send") == 0)) {
+            /* the source recorded the figures on the VM, not on this task */
+            xa_vm_migrate_note_task(call->task_ref, a0);
+        }
     }
     free(addr);
     return err;

@@ -81,10 +81,14 @@ def test_pool_migrate_round_trip(pool):
     assert api.VM.get_resident_on(vm) == c
     assert where(api, [a, b, c], vm) == [c]
     assert not api.VM.get_current_operations(vm)
+    # the master's task has the figures the member recorded
+    toc = api.task.get_other_config(task)
+    assert int(toc["migration_bytes"]) >= 128 * MIB, toc
+    assert int(toc["migration_total_ms"]) >= 0, toc
     # back home
     api.VM.pool_migrate(vm, a, {})
     assert api.VM.get_resident_on(vm) == a
-    # a task run by the source records the figures too
+    # a task the source runs itself records the figures too
     task = api.Async.VM.pool_migrate(vm, b, {})
     wait_for(lambda: api.task.get_status(task) != "pending", timeout=30)
     assert api.task.get_status(task) == "success", \
