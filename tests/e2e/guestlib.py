@@ -8,8 +8,10 @@ pytest run."""
 
 import json
 import os
+import re
 import socket
 import subprocess
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GUESTS_SRC = os.path.join(HERE, "..", "fixtures", "guests")
@@ -56,6 +58,36 @@ def serial_log(host, api, vm):
             return f.read()
     except OSError:
         return b""
+
+
+def console(host, api, vm, line):
+    """Types 'line' on the guest's serial console (its shell) on 'host'."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(dom_file(host, api, vm, "serial.sock"))
+        s.sendall(line.encode() + b"\n")
+        time.sleep(0.2)
+
+
+def ask(host, api, vm, tag, cmd, timeout=30):
+    """Types 'cmd' on the Linux guest's console (its output between
+    "tag-" and "-") until the answer shows, and returns it: a line typed
+    while the guest is busy may be lost.  No answer fails with the end
+    of the console and QEMU's run state."""
+    pat = re.compile(rb"%s-(\w+)-" % tag.encode())
+    end = time.monotonic() + 3 * timeout
+    while time.monotonic() < end:
+        console(host, api, vm, "echo %s-$(%s)-" % (tag, cmd))
+        t = time.monotonic() + timeout
+        while time.monotonic() < t:
+            found = pat.findall(serial_log(host, api, vm))
+            if found:
+                return found[-1].decode()
+            time.sleep(0.2)
+    raise AssertionError("no %s answer; QEMU says %s; the console ends:\n%s"
+                         % (tag, qmp_status(host, api, vm),
+                            serial_log(host, api, vm)[-1500:].decode(
+                                errors="replace")))
 
 
 def qmp_status(host, api, vm):

@@ -8,14 +8,12 @@ leaves the guest on the source with its own disk."""
 
 import hashlib
 import os
-import re
 import shutil
-import socket
 import time
 
 import pytest
 
-from guestlib import (MIB, assert_runs_on, dom_file, pv_vm, qemu_pids,
+from guestlib import (MIB, ask, assert_runs_on, console, pv_vm, qemu_pids,
                       qmp_status, serial_log)
 from migratelib import (content, disk_with, gone, kvm_pool, local_sr,
                         pattern, the_disk)
@@ -158,15 +156,6 @@ def test_kvm_cross_pool_migration(pool, guests):
     assert digest(dst, dapi, nvdi) == want
 
 
-def console(host, api, vm, line):
-    """Types 'line' on the guest's serial console (its shell)."""
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(10)
-        s.connect(dom_file(host, api, vm, "serial.sock"))
-        s.sendall(line.encode() + b"\n")
-        time.sleep(0.2)
-
-
 def test_kvm_storage_motion_of_a_writing_linux_guest(pool, linux_guest):
     """A Linux guest (TCG) keeps writing random data all over its disk
     while the disk moves a -> b; once it stopped and synced, what it
@@ -192,22 +181,8 @@ def test_kvm_storage_motion_of_a_writing_linux_guest(pool, linux_guest):
             "conv=fsync 2>/dev/null; i=$((i+1)); echo $i > /tmp/n; "
             "done; sync; echo yes > /tmp/stopped) >/dev/null 2>&1 &")
 
-    def ask(host, tag, cmd, timeout=30):
-        """Types 'cmd' (whose output follows "tag-") until its answer
-        shows: a line typed while the guest is busy may be lost."""
-        pat = re.compile(rb"%s-(\w+)-" % tag.encode())
-        for _ in range(3):
-            console(host, api, vm, "echo %s-$(%s)-" % (tag, cmd))
-            try:
-                wait_for(lambda: pat.search(serial_log(host, api, vm)),
-                         timeout=timeout)
-                break
-            except AssertionError:
-                continue
-        return pat.findall(serial_log(host, api, vm))[-1].decode()
-
     time.sleep(2)
-    before = int(ask(hosts[0], "BEFORE", "cat /tmp/n"))
+    before = int(ask(hosts[0], api, vm, "BEFORE", "cat /tmp/n"))
     assert before > 0
     net = api.network.get_all()[0]
     t0 = time.monotonic()
@@ -219,13 +194,13 @@ def test_kvm_storage_motion_of_a_writing_linux_guest(pool, linux_guest):
     new = the_disk(api, vm)
     assert api.VDI.get_SR(new) == sr_b and gone(api, vdi)
     time.sleep(1)  # it goes on writing on b
-    after = int(ask(hosts[1], "AFTER", "cat /tmp/n"))
+    after = int(ask(hosts[1], api, vm, "AFTER", "cat /tmp/n"))
     print("writes: %d before the move, %d after" % (before, after))
     assert after > before
     console(hosts[1], api, vm, "touch /tmp/stop")
-    assert ask(hosts[1], "STOPPED",
+    assert ask(hosts[1], api, vm, "STOPPED",
                "touch /tmp/stop; sleep 2; cat /tmp/stopped") == "yes"
-    seen = ask(hosts[1], "SUM",
+    seen = ask(hosts[1], api, vm, "SUM",
                "sync; echo 3 > /proc/sys/vm/drop_caches; "
                "sha256sum /dev/vda | cut -c1-64", timeout=60)
     log_b = serial_log(hosts[1], api, vm)
