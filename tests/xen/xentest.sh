@@ -371,8 +371,23 @@ ids_have() { # interface key=value...
         esac
     done
 }
-say() { # WORD: the guest's order, over TCP to its port 7777
-    (echo "$1" | timeout 30 nc "$GIP" 7777 >/dev/null 2>&1 &)
+# say WORD: the guest's order, over TCP to its port 7777, sent again
+# until the guest's console acknowledges it (GUEST-ACT WORD): under load
+# a single connection can be lost, and then the guest never acts.
+acts() { grep -ac "GUEST-ACT $1" "$(log_of "$DU")" 2>/dev/null; }
+say() {
+    local before
+    before=$(acts "$1")
+    (
+        for _ in 1 2 3 4 5 6 7 8 9 10 11 12; do
+            (echo "$1" | timeout 10 nc "$GIP" 7777 >/dev/null 2>&1 &)
+            for _ in 1 2 3 4 5; do
+                n=$(acts "$1")
+                [ "${n:-0}" -gt "${before:-0}" ] && exit 0
+                sleep 1
+            done
+        done
+    ) &
 }
 GW=10.99.0.1
 GIP=10.99.0.2
