@@ -13,6 +13,8 @@ import socket
 import subprocess
 import time
 
+from poollib import wait_for
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 GUESTS_SRC = os.path.join(HERE, "..", "fixtures", "guests")
 MIB = 1 << 20
@@ -75,15 +77,14 @@ def ask(host, api, vm, tag, cmd, timeout=30):
     while the guest is busy may be lost.  No answer fails with the end
     of the console and QEMU's run state."""
     pat = re.compile(rb"%s-(\w+)-" % tag.encode())
-    end = time.monotonic() + 3 * timeout
-    while time.monotonic() < end:
+    for _ in range(3):
         console(host, api, vm, "echo %s-$(%s)-" % (tag, cmd))
-        t = time.monotonic() + timeout
-        while time.monotonic() < t:
-            found = pat.findall(serial_log(host, api, vm))
-            if found:
-                return found[-1].decode()
-            time.sleep(0.2)
+        try:
+            found = wait_for(lambda: pat.findall(serial_log(host, api, vm)),
+                             timeout=timeout, interval=0.2)
+            return found[-1].decode()
+        except AssertionError:
+            continue
     raise AssertionError("no %s answer; QEMU says %s; the console ends:\n%s"
                          % (tag, qmp_status(host, api, vm),
                             serial_log(host, api, vm)[-1500:].decode(
