@@ -31,8 +31,8 @@ pool_ref(struct xa_txn *t)
     return p;
 }
 
-static bool
-ha_enabled(struct xa_txn *t)
+bool
+xa_ha_enabled(struct xa_txn *t)
 {
     char *p = pool_ref(t);
     bool on = xa_api_bool(t, &xa_cls_pool, p, XA_F(xa_cls_pool, "ha_enabled"));
@@ -197,7 +197,7 @@ xa_impl_pool_enable_ha(struct xa_call *call,
     XA_UNUSED(call);
     struct xa_txn *t = xa_db_begin_read();
     struct xa_error *err = NULL;
-    if (ha_enabled(t)) {
+    if (xa_ha_enabled(t)) {
         err = xa_error_new("HA_IS_ENABLED", 0);
     } else if (heartbeat_srs->u.arr.n == 0) {
         err = xa_error_new("HA_HOST_CANNOT_ACCESS_STATEFILE", 0);
@@ -439,7 +439,7 @@ xa_impl_pool_ha_prevent_restarts_for(struct xa_call *call, int64_t seconds)
 {
     XA_UNUSED(call);
     struct xa_txn *t = xa_db_begin_read();
-    bool on = ha_enabled(t);
+    bool on = xa_ha_enabled(t);
     xa_db_end(t);
     if (!on) {
         return xa_error_new("HA_NOT_ENABLED", 0);

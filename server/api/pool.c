@@ -21,6 +21,7 @@
 
 #include "api/vm.h"
 #include "client.h"
+#include "ha/ha.h"
 #include "hmap.h"
 #include "log.h"
 #include "pool/pool-internal.h"
@@ -621,6 +622,11 @@ xa_impl_pool_designate_new_master(struct xa_call *call, const char *host)
         return xa_error_new("HOST_IS_SLAVE", 1, "");
     }
     struct xa_txn *t = xa_db_begin_read();
+    /* as in xapi: HA names the master itself (its statefile decision) */
+    if (xa_ha_enabled(t)) {
+        xa_db_end(t);
+        return xa_error_new("HA_IS_ENABLED", 0);
+    }
     char *addr = xa_strdup(str(t, "host", host, "address"));
     struct xa_value *hosts = xa_db_get_all(t, cls("host"));
     xa_db_end(t);

@@ -12,8 +12,9 @@
  *     by uuid) and reads every slot and the decision (block 0).
  * <view> is a bitmap of the hosts it heard over the network within T.
  *
- * Agreement: one host decides - the master while anyone can see it alive,
- * else the lowest-uuid host alive.  It takes the largest group of hosts
+ * Agreement: one host decides - the master (the last decision's, not a
+ * host's own database's) while anyone can see it alive, else the
+ * lowest-uuid host alive.  It takes the largest group of hosts
  * that hear each other (ties: the one with the master, then the lowest
  * index) as the live set and writes it with a new master (the old one if
  * live, else the lowest-uuid live host) into the decision block.  A host
@@ -519,9 +520,17 @@ fence(const char *why)
 
 /* --- agreement -------------------------------------------------------------*/
 
+/* The master the agreement starts from: the one the statefile's last
+ * decision names, once there is one.  pool.master only counts before the
+ * first decision: a host restarted after the pool replaced it still reads
+ * itself there (its database is stale until the new master's copy comes),
+ * and deciding from that would hand the pool back to it. */
 static int
 current_master(void)
 {
+    if (ha.dec_gen && ha.dec_master >= 0) {
+        return ha.dec_master;
+    }
     struct ha_conf c;
     read_conf(&c);
     int m = index_of_ref(c.master);

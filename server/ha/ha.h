@@ -20,6 +20,11 @@
 /* xapi's default: configuration:timeout absent. */
 #define XA_HA_DEFAULT_TIMEOUT 60.0
 
+/* --- the API side (server/api/ha.c) --------------------------------------*/
+
+/* pool.ha_enabled. */
+bool xa_ha_enabled(struct xa_txn *t);
+
 /* --- the planner (plan.c) ------------------------------------------------*/
 
 /* A snapshot of what the planner needs, read in one transaction. */

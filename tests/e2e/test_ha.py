@@ -10,6 +10,7 @@ VM runs again, double-run samples."""
 
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import threading
@@ -398,6 +399,10 @@ def test_api_and_plan(hapool):
     assert api.pool.get_ha_enabled(p) is True
     e = expect_error(api.pool.enable_ha, [sr], {})
     assert e.code == "HA_IS_ENABLED"
+    # HA names the master; an orderly hand-over waits for it to be off
+    h1 = host_by_address(api, pool.hosts[1].address)
+    e = expect_error(api.pool.designate_new_master, h1)
+    assert e.code == "HA_IS_ENABLED"
     statefiles = api.pool.get_ha_statefiles(p)
     assert len(statefiles) == 1
     assert api.VDI.get_type(statefiles[0]) == "ha_statefile"
@@ -479,6 +484,49 @@ def test_kill9_master(hapool):
     e = wait_for(lambda: login_refused(old), timeout=REJOIN_S)
     assert e.details == ["HOST_IS_SLAVE", new.address]
     assert old.running() == set()
+
+
+def decision(api, pool):
+    """(live hosts bitmask, master host uuid) of the statefile's last
+    decision, or None before the first."""
+    p = api.pool.get_all()[0]
+    vdi = api.pool.get_ha_statefiles(p)[0]
+    path = os.path.join(pool.sr_dir, api.VDI.get_uuid(vdi) + ".img")
+    with open(path, "rb") as f:
+        words = f.read(512).split(b"\n")[0].split()
+    if len(words) != 4 or words[0] != b"XAHA-DEC":
+        return None
+    return int(words[2], 16), words[3].decode()
+
+
+def test_kill9_master_back_while_new_master_pauses(hapool):
+    """The killed master comes back while the new one is paused (a busy
+    host): its own database still names it master, but the pool's
+    decision does not, and it must not take the pool back."""
+    pool, api, sr, vms = ha_pool(hapool)
+    old = pool.hosts[0]
+    failover(pool, [old], list(vms.values()), old.kill9)
+    new, napi = wait_for(lambda: pool.master_host(), timeout=10)
+    new_uuid = napi.host.get_uuid(host_by_address(napi, new.address))
+    # paused for less than the HA timeout: nobody may call it dead, and
+    # the third host hears the old master and records it meanwhile
+    t0 = time.monotonic()
+    os.kill(new.pid, signal.SIGSTOP)
+    try:
+        old.proc = None
+        old.start()
+        time.sleep(TIMEOUT * 0.4)
+    finally:
+        os.kill(new.pid, signal.SIGCONT)
+    paused = time.monotonic() - t0
+    assert paused < TIMEOUT * 0.8, "paused %.1f s: too long" % paused
+    assert wait_for(lambda: decision(napi, pool)[0] == 0b111,
+                    timeout=REJOIN_S)
+    assert decision(napi, pool)[1] == new_uuid
+    e = wait_for(lambda: login_refused(old), timeout=REJOIN_S)
+    assert e.details == ["HOST_IS_SLAVE", new.address]
+    p = napi.pool.get_all()[0]
+    assert napi.pool.get_master(p) == host_by_address(napi, new.address)
 
 
 def test_link_cut_member_is_fenced(hapool):
