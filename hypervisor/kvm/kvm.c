@@ -1779,18 +1779,34 @@ runs_under_tcg(struct xa_qmp *q)
     return tcg;
 }
 
+/* Whether the guest of monitor 'q' runs (QMP status "running"). */
+static bool
+guest_running(struct xa_qmp *q)
+{
+    json_object *st = NULL;
+    struct xa_error *err =
+        xa_qmp_call(q, "query-status", NULL, QMP_TIMEOUT, &st);
+    const char *s = err ? NULL : json_str(st, "status");
+    bool running = s && strcmp(s, "running") == 0;
+    json_object_put(st);
+    xa_error_free(err);
+    return running;
+}
+
 /* Runs an outgoing migration of 'd' to 'uri' and waits for its end;
  * on success QEMU is left stopped ("postmigrate") with the figures.
  * With mirrors (storage motion) the disks are copied first, while the
  * guest runs; QEMU pauses before the switch-over, the mirrors end in
  * sync there, then the migration completes; any failure ends them
- * (the guest keeps its disks).  A TCG guest stops before its RAM goes
- * (runs_under_tcg()): its downtime is then the whole migration's. */
+ * (the guest keeps its disks).  A running TCG guest stops before its
+ * RAM goes (runs_under_tcg()): its downtime is then the time since that
+ * stop; a guest stopped before the call is down for the whole of it. */
 static struct xa_error *
 migrate_out(struct kvm_dom *d, const char *uri, int64_t downtime_ms,
             int64_t bandwidth, const struct mirror *mirrors, size_t n_mirrors,
             struct xa_kvm_migration_stats *stats)
 {
+    double entered = xa_monotonic();
     char *path = dom_file(d, "qmp.sock");
     struct xa_qmp *q = NULL;
     struct xa_error *err = xa_qmp_open(path, QMP_TIMEOUT, &q);
@@ -1826,8 +1842,11 @@ migrate_out(struct kvm_dom *d, const char *uri, int64_t downtime_ms,
     if (!err && n_mirrors) {
         err = mirrors_start(d, q, mirrors, n_mirrors, &mirroring);
     }
+    /* a guest stopped already (suspend, a non-live move) is down for
+     * the whole migration */
+    bool was_running = !err && guest_running(q);
     double stopped_at = 0;
-    if (!err && runs_under_tcg(q)) {
+    if (was_running && runs_under_tcg(q)) {
         stopped_at = xa_monotonic();
         err = xa_qmp_call(q, "stop", NULL, QMP_TIMEOUT, NULL);
     }
@@ -1877,7 +1896,8 @@ migrate_out(struct kvm_dom *d, const char *uri, int64_t downtime_ms,
             stats->downtime_ms =
                 stopped_at > 0
                     ? (int64_t)((xa_monotonic() - stopped_at) * 1000.0)
-                    : json_int(r, "downtime");
+                : was_running ? json_int(r, "downtime")
+                              : (int64_t)((xa_monotonic() - entered) * 1000.0);
             stats->setup_ms = json_int(r, "setup-time");
             stats->transferred = json_int(ram, "transferred");
             json_object_put(r);
