@@ -27,6 +27,7 @@ struct session {
     bool superuser;
     bool pool;
     bool local;         /* slave_local_login: served by a member itself */
+    bool migrate_in;    /* handed out by host.migrate_receive */
     double last_active; /* monotonic */
     double created;     /* monotonic, for "oldest" */
 };
@@ -454,4 +455,25 @@ xa_session_is_local(const char *ref)
     bool local = s && s->local;
     pthread_mutex_unlock(&lock);
     return local;
+}
+
+void
+xa_session_allow_migrate_in(const char *ref)
+{
+    pthread_mutex_lock(&lock);
+    struct session *s = ref ? xa_hmap_get(&sessions, ref) : NULL;
+    if (s) {
+        s->migrate_in = true;
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+bool
+xa_session_may_migrate_in(const char *ref)
+{
+    pthread_mutex_lock(&lock);
+    struct session *s = ref ? xa_hmap_get(&sessions, ref) : NULL;
+    bool ok = s && s->migrate_in;
+    pthread_mutex_unlock(&lock);
+    return ok;
 }

@@ -28,5 +28,10 @@ void xa_session_set_pool_secret(const char *secret);
 /* True for a session from slave_local_login_with_password: on a pool
  * member it may read the replica and make the emergency calls. */
 bool xa_session_is_local(const char *ref);
+/* host.migrate_receive hands its caller's session to another pool's
+ * host, which may then call host.migrate_in with it; the permission ends
+ * with the session. */
+void xa_session_allow_migrate_in(const char *ref);
+bool xa_session_may_migrate_in(const char *ref);
 
 #endif

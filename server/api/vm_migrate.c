@@ -62,6 +62,7 @@
 #include "pool/pool-internal.h"
 #include "schema.h"
 #include "self.h"
+#include "session.h"
 #include "task.h"
 #include "xa-impl.h"
 
@@ -230,35 +231,6 @@ check_in_begin(struct xa_txn *t, const char *vm, void *ctx)
 }
 
 /* --- the destination: host.migrate_in ------------------------------------ */
-
-/* Sessions host.migrate_receive handed out: another pool's host may
- * call host.migrate_in with them (cross-pool VM.migrate_send). */
-static pthread_mutex_t msess_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct xa_hmap msessions; /* session ref -> (void *)1 */
-static bool msessions_init;
-
-static void
-migration_session_add(const char *ref)
-{
-    pthread_mutex_lock(&msess_lock);
-    if (!msessions_init) {
-        xa_hmap_init(&msessions);
-        msessions_init = true;
-    }
-    if (!xa_hmap_get(&msessions, ref)) {
-        xa_hmap_put(&msessions, ref, (void *)1);
-    }
-    pthread_mutex_unlock(&msess_lock);
-}
-
-static bool
-migration_session(const char *ref)
-{
-    pthread_mutex_lock(&msess_lock);
-    bool ok = ref && msessions_init && xa_hmap_get(&msessions, ref) != NULL;
-    pthread_mutex_unlock(&msess_lock);
-    return ok;
-}
 
 /* Incoming domains between prepare and commit/abort, by VM ref. */
 struct incoming {
@@ -510,7 +482,7 @@ xa_impl_host_migrate_in(struct xa_call *call, const char *host, const char *vm,
                         const char *phase, struct xa_value **ret)
 {
     bool other_pool =
-        !call->is_pool_session && migration_session(call->session_ref);
+        !call->is_pool_session && xa_session_may_migrate_in(call->session_ref);
     if (!call->is_pool_session && !other_pool) {
         return xa_error_new("RBAC_PERMISSION_DENIED", 2, "host.migrate_in",
                             "Only pool members may call this");
@@ -1399,7 +1371,7 @@ xa_impl_host_migrate_receive(struct xa_call *call, const char *host,
     xa_db_end(t);
     const char *session = call->session_ref ? call->session_ref : "";
     if (*session) {
-        migration_session_add(session);
+        xa_session_allow_migrate_in(session);
     }
     bool v6 = strchr(addr, ':') != NULL;
     const char *lb = v6 ? "[" : "", *rb = v6 ? "]" : "";

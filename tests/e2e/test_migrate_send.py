@@ -42,6 +42,19 @@ def test_migrate_receive_and_refusals(pool):
     assert "/services/xenops?session_id=" in dest["xenops"]
     e = expect_error(api.host.migrate_receive, "OpaqueRef:nope", net, {})
     assert e.details == ["HANDLE_INVALID", "host", "OpaqueRef:nope"]
+    # host.migrate_in (another pool's host streaming a VM in) takes a
+    # session that migrate_receive handed out, and only while it lives
+    other = hosts[0].login()
+    some = api.VM.get_all()[0]
+    r = other.raw("host.migrate_in", b, some, "no-such-phase")
+    assert r["ErrorDescription"][0] == "RBAC_PERMISSION_DENIED", r
+    other.host.migrate_receive(b, net, {})
+    r = other.raw("host.migrate_in", b, some, "no-such-phase")
+    assert r["ErrorDescription"] == ["INVALID_VALUE", "phase",
+                                     "no-such-phase"], r
+    other.logout()
+    r = other.raw("host.migrate_in", b, some, "no-such-phase")
+    assert r["ErrorDescription"][0] == "SESSION_INVALID", r
 
     sr_a, sr_b = local_sr(api, a), local_sr(api, b)
     vdi = disk_with(api, hosts[0], sr_a, pattern(MIB, 1))
