@@ -86,7 +86,8 @@ struct xa_net_driver {
     /* NULL when the backend is reachable (connecting if needed). */
     struct xa_error *(*ping)(void);
     /* Changes when the backend may have lost state (a new connection to
-     * ovsdb-server): net.c then replays everything. */
+     * ovsdb-server, a new ovs-vswitchd): net.c then replays everything,
+     * rules included.  Called every second: must be cheap. */
     unsigned (*epoch)(void);
     struct xa_error *(*ensure_bridge)(const struct xa_net_bridge *b);
     struct xa_error *(*remove_bridge)(const char *name);

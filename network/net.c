@@ -13,10 +13,12 @@
  *
  * Two ways in: incremental (ensure one bridge, plug one VIF) on the API
  * path, and a full convergence (xa_net_converge) at start-up and whenever
- * the backend's epoch changes (ovsdb-server restarted): what is xapid's
- * and should not exist is removed, the rest is (re)made.  A watcher thread
- * retries the convergence every second until it succeeds, so an OVS that
- * was down simply catches up when it comes back.
+ * the backend's epoch changes (ovsdb-server or ovs-vswitchd restarted):
+ * what is xapid's and should not exist is removed, the rest is (re)made
+ * (unchanged ports are left alone) and every VIF's rules are put again.
+ * A watcher thread retries the convergence every second until it
+ * succeeds, so an OVS that was down simply catches up when it comes
+ * back.
  *
  * No database transaction is held across a backend call: each operation
  * reads what it needs into a plain struct first. */
@@ -1065,6 +1067,12 @@ xa_net_converge(void)
         return err;
     }
     unsigned epoch = drv->epoch();
+    /* Since a new epoch the switch may have lost rules the records say
+     * are in place (a restarted ovs-vswitchd keeps its ports, not its
+     * rules): they are put again, whatever was recorded. */
+    pthread_mutex_lock(&watch_lock);
+    bool rules_kept = synced_epoch != 0 && synced_epoch == epoch;
+    pthread_mutex_unlock(&watch_lock);
     struct xa_net_owned o;
     err = drv->list_owned(&o);
     if (err) {
@@ -1140,8 +1148,8 @@ xa_net_converge(void)
         const char *have = xa_hmap_get(&owned_ports, v->port);
         if (have && strcmp(have, v->spec) == 0) {
             /* Unchanged port: its rules may still need to change (a
-             * network's default locking mode did). */
-            char *had = rules_have(v->vif);
+             * network's default locking mode did) or to be put back. */
+            char *had = rules_kept ? rules_have(v->vif) : NULL;
             err = rules_apply(v, had);
             free(had);
             if (!err) {

@@ -10,11 +10,20 @@
  * name and inserts the new one in the same transaction, so the result
  * never depends on what was there.  An unchanged port (same digest in
  * external-ids:xapid-spec) is left alone, so a resync does not make
- * ovs-vswitchd recreate every VIF device. */
+ * ovs-vswitchd recreate every VIF device.
+ *
+ * The locking rules are the exception to "the database holds it all":
+ * they live only inside ovs-vswitchd.  A restarted ovs-vswitchd gets its
+ * bridges and ports back from ovsdb-server but none of the rules, so the
+ * epoch also counts new ovs-vswitchd processes, seen as new management
+ * sockets of the bridges rules were put on (see "a new ovs-vswitchd"). */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "hmap.h"
 #include "log.h"
 #include "network/net-driver.h"
 #include "network/openflow.h"
@@ -31,6 +40,18 @@ static char *datapath_type; /* "" leaves OVS's default */
 /* Where ovs-vswitchd puts the bridges' management sockets: next to the
  * database socket (OVS keeps both in its rundir). */
 static char *rundir;
+
+/* The management socket file of each bridge rules were put on, as last
+ * seen: bridge name -> struct sock_id (owned).  Under socks_lock, with
+ * the count of changes seen. */
+struct sock_id {
+    dev_t dev;
+    ino_t ino;
+    struct timespec ctime;
+};
+static pthread_mutex_t socks_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct xa_hmap socks;
+static unsigned new_vswitchds;
 
 static char *
 rundir_of(const char *remote)
@@ -71,6 +92,9 @@ ovs_fini(void)
     free(rundir);
     rundir = NULL;
     xa_of_shutdown();
+    pthread_mutex_lock(&socks_lock);
+    xa_hmap_clear(&socks, free);
+    pthread_mutex_unlock(&socks_lock);
 }
 
 static struct xa_error *
@@ -79,10 +103,117 @@ ovs_ping(void)
     return xa_ovsdb_ping(db);
 }
 
+static char *
+mgmt_socket(const char *bridge)
+{
+    return xa_asprintf("%s/%s.mgmt", rundir, bridge);
+}
+
+/* --- a new ovs-vswitchd ----------------------------------------------- */
+
+/* ovs-vswitchd makes each bridge's management socket file when it starts
+ * (replacing any left by a crashed one), so a socket file that is not
+ * the one seen before means a new ovs-vswitchd, without the rules.  A
+ * file is told by inode and change time together: a new file may well
+ * get the inode number just freed (ext4, tmpfs), not the same ctime.  A
+ * missing file changes nothing: the switch is down, and its successor's
+ * socket will differ.  Costs one stat() per bridge with rules. */
+
+/* The identity of bridge 'bridge''s socket file; false when there is
+ * none. */
+static bool
+sock_stat(const char *bridge, struct sock_id *id)
+{
+    char *path = mgmt_socket(bridge);
+    struct stat st;
+    bool ok = stat(path, &st) == 0;
+    free(path);
+    if (ok) {
+        id->dev = st.st_dev;
+        id->ino = st.st_ino;
+        id->ctime = st.st_ctim;
+    }
+    return ok;
+}
+
+static bool
+sock_same(const struct sock_id *a, const struct sock_id *b)
+{
+    return a->dev == b->dev && a->ino == b->ino &&
+           a->ctime.tv_sec == b->ctime.tv_sec &&
+           a->ctime.tv_nsec == b->ctime.tv_nsec;
+}
+
+/* Records 'now' as bridge 'bridge''s socket ('known': the record, NULL if
+ * none yet); a different file than the one recorded counts as a new
+ * ovs-vswitchd.  Requires socks_lock. */
+static void
+sock_seen_locked(const char *bridge, struct sock_id *known,
+                 const struct sock_id *now)
+{
+    if (!known) {
+        struct sock_id *id = xa_malloc(sizeof *id);
+        *id = *now;
+        xa_hmap_put(&socks, bridge, id);
+        return;
+    }
+    if (!sock_same(known, now)) {
+        *known = *now;
+        new_vswitchds++;
+        xa_log_info("net",
+                    "Open vSwitch: bridge %s has a new management socket "
+                    "(ovs-vswitchd restarted): its rules will be put back",
+                    bridge);
+    }
+}
+
+/* Called before putting rules on 'bridge': from now on its socket is
+ * watched.  Looking first means a switch that restarts between the look
+ * and the rules counts once more (harmless), never once less. */
+static void
+sock_watch(const char *bridge)
+{
+    struct sock_id now;
+    if (!sock_stat(bridge, &now)) {
+        return; /* nothing to compare with; the rules will fail anyway */
+    }
+    pthread_mutex_lock(&socks_lock);
+    sock_seen_locked(bridge, xa_hmap_get(&socks, bridge), &now);
+    pthread_mutex_unlock(&socks_lock);
+}
+
+/* Looks at every watched socket; returns how many new ones were seen
+ * since start. */
+static unsigned
+sock_check_all(void)
+{
+    pthread_mutex_lock(&socks_lock);
+    XA_HMAP_FOR_EACH (sl, &socks) {
+        struct sock_id now;
+        if (sock_stat(sl->key, &now)) {
+            sock_seen_locked(sl->key, sl->val, &now);
+        }
+    }
+    unsigned n = new_vswitchds;
+    pthread_mutex_unlock(&socks_lock);
+    return n;
+}
+
+/* Stops watching bridge 'bridge''s socket (the bridge is gone). */
+static void
+sock_forget(const char *bridge)
+{
+    pthread_mutex_lock(&socks_lock);
+    free(xa_hmap_remove(&socks, bridge));
+    pthread_mutex_unlock(&socks_lock);
+}
+
+/* New connections to ovsdb-server (it may have lost state) plus new
+ * ovs-vswitchd processes (they lost the rules). */
 static unsigned
 ovs_epoch(void)
 {
-    return xa_ovsdb_epoch(db);
+    return xa_ovsdb_epoch(db) + sock_check_all();
 }
 
 /* {"op":"select","table":T,"where":W,"columns":[C...]} */
@@ -307,7 +438,11 @@ ovs_remove_bridge(const char *name)
         op, "mutations", mutation("bridges", "delete", uuid_set("uuid", uuid)));
     json_object_array_add(ops, op);
     free(uuid);
-    return xa_ovsdb_transact(db, ops, NULL);
+    err = xa_ovsdb_transact(db, ops, NULL);
+    if (!err) {
+        sock_forget(name);
+    }
+    return err;
 }
 
 /* Removes port 'uuid' from whichever bridge holds it (the Port row and
@@ -536,15 +671,11 @@ ofport_of(const char *name, uint32_t *ofport)
     return NULL;
 }
 
-static char *
-mgmt_socket(const char *bridge)
-{
-    return xa_asprintf("%s/%s.mgmt", rundir, bridge);
-}
-
 static struct xa_error *
 ovs_set_rules(const struct xa_net_rules *r)
 {
+    /* Before anything is read from the switch: see sock_watch(). */
+    sock_watch(r->bridge);
     uint32_t ofport = 0;
     bool any =
         strcmp(r->mode, "locked") == 0 || strcmp(r->mode, "disabled") == 0;

@@ -74,6 +74,10 @@ class OvsEnv:
             _run("ip", "-n", self.ns, "link", "set", n, "up")
             _run("ip", "-n", self.ns, "link", "set", n + "p", "up")
         self.start_ovsdb(fresh=True)
+        self.start_vswitchd()
+        return self
+
+    def start_vswitchd(self):
         log = open(os.path.join(self.dir, "vswitchd.log"), "ab")
         # Its rundir (the bridges' OpenFlow management sockets) is the
         # temp dir, next to db.sock, where xapid looks for them; the
@@ -87,7 +91,17 @@ class OvsEnv:
              "--pidfile=" + os.path.join(self.dir, "vswitchd.pid")],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
         log.close()
-        return self
+
+    def restart_vswitchd(self, crash=True):
+        """Ends ovs-vswitchd and starts a new one; ovsdb-server stays up.
+        'crash': SIGKILL, which leaves its socket files behind; else
+        SIGTERM (a service restart), after which it removes them."""
+        if crash:
+            self.vswitchd.kill()
+        else:
+            self.vswitchd.terminate()
+        self.vswitchd.wait(10)
+        self.start_vswitchd()
 
     def start_ovsdb(self, fresh=False):
         """(Re)starts ovsdb-server; 'fresh' starts from an empty database

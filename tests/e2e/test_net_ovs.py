@@ -9,6 +9,7 @@ The tests of this module share one switch and one xapid and run in order.
 """
 
 import os
+import re
 import subprocess
 import time
 
@@ -564,6 +565,58 @@ def test_ovsdb_down_gives_clear_errors_then_converges(ovs, s, server):
         vif_flows(ovs, bridge, cookie)[0]
     s.VIF.unplug(vif)  # and the API works again
     s.VIF.plug(vif)
+
+
+@pytest.mark.parametrize("crash", [True, False], ids=["crash", "stop"])
+def test_vswitchd_restart_puts_rules_back(ovs, s, crash):
+    """ovs-vswitchd alone restarts (a crash, an upgrade): the bridges and
+    ports come back from ovsdb-server, the locking rules only from xapid,
+    which notices by itself and leaves the unchanged ports alone."""
+    net = new_network(s, "vswitchd restart")
+    bridge = s.network.get_bridge(net)
+    vm, (vif, off) = new_vm(s, "vm-vswitchd", [net, net])
+    s.VIF.set_ipv4_allowed(vif, ["10.8.0.5"])
+    s.VIF.set_locking_mode(vif, "locked")
+    s.VIF.set_locking_mode(off, "disabled")
+    s.VM.start(vm, False, False)
+    port, oport = vif_port(s, vm, vif), vif_port(s, vm, off)
+    cookie, ocookie = vif_cookie(s, vif), vif_cookie(s, off)
+    mac, omac = s.VIF.get_MAC(vif), s.VIF.get_MAC(off)
+    to = "dl_dst=02:00:00:00:00:01,ip,nw_dst=10.8.0.1,nw_src=10.8.0.5"
+    good = "dl_src=%s,%s" % (mac, to)
+    spoofed = "dl_src=02:00:00:00:00:99,%s" % to
+    from_off = "dl_src=%s,%s" % (omac, to)
+
+    def as_locked():
+        assert traced(ovs, bridge, port, good) == "forward"
+        assert traced(ovs, bridge, port, spoofed) == "drop"
+        assert traced(ovs, bridge, oport, from_off) == "drop"
+
+    as_locked()
+    uuids = {p: ovs.get("Port", p, "_uuid") for p in (port, oport)}
+    pid = ovs.vswitchd.pid
+    ovs.restart_vswitchd(crash=crash)
+    assert ovs.vswitchd.pid != pid
+
+    def rules_back():
+        """The rules of both VIFs, each on its port's number in the new
+        switch (which may differ from the old one's)."""
+        for p, c in ((port, cookie), (oport, ocookie)):
+            on_port = re.compile(
+                r"\bin_port=%s\b" % ovs.get("Interface", p, "ofport"))
+            flows = vif_flows(ovs, bridge, c)
+            if not flows or not all(on_port.search(f) for f in flows):
+                return False
+        return True
+
+    ovs.wait_for(rules_back, timeout=20,
+                 what="locking rules back after ovs-vswitchd restarted")
+    as_locked()
+    # Converging again did not replace the ports (same rows).
+    assert {p: ovs.get("Port", p, "_uuid") for p in uuids} == uuids
+    s.VM.hard_shutdown(vm)
+    assert not vif_flows(ovs, bridge, cookie)
+    assert not vif_flows(ovs, bridge, ocookie)
 
 
 def test_xapid_restart_converges(ovs, server):
