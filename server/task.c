@@ -8,6 +8,7 @@
 #include "db/db.h"
 #include "dispatch.h"
 #include "log.h"
+#include "pool/pool.h"
 #include "rpc/xmlrpc.h"
 #include "self.h"
 #include "xa-impl.h"
@@ -74,6 +75,15 @@ xa_task_create(const char *label, const char *description, char **ret_ref)
     }
     *ret_ref = ref;
     return NULL;
+}
+
+bool
+xa_task_exists(const char *ref)
+{
+    struct xa_txn *t = xa_db_begin_read();
+    bool found = xa_db_exists(t, &xa_cls_task, ref);
+    xa_db_end(t);
+    return found;
 }
 
 static char *
@@ -326,6 +336,9 @@ gc_visit(const char *ref, void *ctx)
 void
 xa_task_gc(void)
 {
+    if (xa_pool_is_member()) {
+        return; /* the master's rows: the master removes them */
+    }
     struct gc_ctx g = {xa_db_begin_read(), (int64_t)time(NULL), xa_array()};
     xa_db_foreach(g.t, &xa_cls_task, gc_visit, &g);
     xa_db_end(g.t);

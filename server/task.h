@@ -26,6 +26,9 @@ struct xa_error *xa_task_submit(struct xa_call *call,
  * HTTP handlers that report progress).  Caller frees '*ret_ref'. */
 struct xa_error *xa_task_create(const char *label, const char *description,
                                 char **ret_ref) XA_WARN_UNUSED;
+/* Whether task 'ref' is in this host's database (a member's replica
+ * holds the master's tasks). */
+bool xa_task_exists(const char *ref);
 /* Progress in [0,1]; no-op when 'call' runs synchronously. */
 void xa_task_set_progress(struct xa_call *call, double progress);
 /* True when someone asked the call's task to stop. */

@@ -422,12 +422,14 @@ def gen_schema_c(s, out):
         in_db = c.get("in_db", "getters" in flags or "get_all" in flags)
         fi = c["field_index"]
         w.append("const struct xa_class_desc xa_cls_%s = {%s, %s, %d, %s, %s, "
-                 "%d, xa_fields_%s, %d, %d, %s};\n" % (
+                 "%d, xa_fields_%s, %d, %d, %s, %s};\n" % (
                      c["class"], cstr(c["class"]), cstr(c["class"].lower()),
                      i, " | ".join(bits) or "0",
                      "true" if in_db else "false", len(c["fields"]),
                      c["class"], fi.get("uuid", -1), fi.get("name_label", -1),
-                     "true" if c.get("persist", True) else "false"))
+                     "true" if c.get("persist", True) else "false",
+                     "true" if c.get("replicate", c.get("persist", True))
+                     else "false"))
     w.append("const struct xa_class_desc *const xa_schema_classes[] = {%s};\n" %
              ", ".join("&xa_cls_%s" % c["class"] for c in s.classes))
     w.append("const size_t xa_schema_n_classes = %d;\n\n" % len(s.classes))

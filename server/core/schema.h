@@ -89,6 +89,10 @@ struct xa_class_desc {
     int uuid_field;       /* index or -1 */
     int name_label_field; /* index or -1 */
     bool persist;         /* rows survive a restart (sessions, tasks don't) */
+    /* rows are the pool's, one copy on the master: streamed to members,
+     * and a member's writes go to the master (persisted rows, tasks;
+     * sessions are each host's own) */
+    bool replicate;
 };
 
 /* Roles, most to least privileged; a message carries the set of roles

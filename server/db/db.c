@@ -578,11 +578,11 @@ persists_any(const struct xa_txn *t)
 /* --- remote commit (pool members) ----------------------------------------*/
 
 static bool
-touches_persisted(const struct xa_txn *t)
+touches_replicated(const struct xa_txn *t)
 {
     for (size_t i = 0; i < t->n_touched; i++) {
         const struct xa_db_row *r = t->touched[i];
-        if (r->tbl->cls->persist && !(r->dead && r->is_new)) {
+        if (r->tbl->cls->replicate && !(r->dead && r->is_new)) {
             return true;
         }
     }
@@ -671,7 +671,7 @@ commit(struct xa_txn *t, bool wait)
         xa_db_end(t);
         return NULL;
     }
-    if (d->remote && !commits_locally && touches_persisted(t)) {
+    if (d->remote && !commits_locally && touches_replicated(t)) {
         return commit_remote(t);
     }
     /* While the store is away a write it would have to take is refused at
@@ -948,12 +948,12 @@ xa_db_export_since(uint64_t since, xa_db_export_fn fn, void *ctx,
             break;
         }
         if (r && (!del || r->modified <= del->gen)) {
-            if (r->tbl->cls->persist) {
+            if (r->tbl->cls->replicate) {
                 export_row(r, &json, fn, ctx);
             }
             r = r->rnext;
         } else {
-            if (del->cls->persist && del->created <= since) {
+            if (del->cls->replicate && del->created <= since) {
                 fn(ctx, del->cls->name, del->ref, NULL);
             }
             di++;

@@ -170,13 +170,15 @@ struct xa_error *xa_db_check_integrity(void);
  * The master streams committed rows to pool members; a member applies
  * them to its replica and sends its own writes to the master instead of
  * committing them.  Rows travel as the JSON text of their stored fields
- * (the persistence format), so only classes that persist are streamed. */
+ * (the persistence format).  Only classes marked 'replicate' are
+ * streamed: those that persist, and tasks (the pool's, kept on the master
+ * only in memory); sessions are each host's own. */
 
 /* Receives one row: 'json' is NULL for a row that is gone. */
 typedef void (*xa_db_export_fn)(void *ctx, const char *cls, const char *ref,
                                 const char *json);
 
-/* Every persisted row changed after generation 'since' (deletions of rows
+/* Every replicated row changed after generation 'since' (deletions of rows
  * that existed at 'since' included), oldest change first, as one
  * consistent snapshot; '*ret_gen' receives the generation it reflects.
  * 'since' 0 exports every row.  False (nothing exported) when 'since'
@@ -204,10 +206,10 @@ struct xa_db_change {
     size_t n_fields;
 };
 
-/* On a pool member: a write transaction that changes rows of a class
- * that persists is not committed locally; its changes are undone and
+/* On a pool member: a write transaction that changes rows of a
+ * replicated class is not committed locally; its changes are undone and
  * handed to 'fn' (outside the lock), whose answer becomes the commit's.
- * Transactions touching only rows that do not persist (sessions, tasks)
+ * Transactions touching only rows that are not replicated (sessions)
  * commit locally.  NULL turns it off (master, standalone). */
 typedef struct xa_error *(*xa_db_remote_commit_fn)(
     void *ctx, const struct xa_db_change *changes, size_t n);

@@ -4,14 +4,17 @@
  * Stream: a member long-polls pool.replicate with the position of its
  * replica (the master's epoch and generation).  The master answers at
  * once when it has newer commits, else parks the call (no thread) until
- * a commit or the heartbeat interval; the answer holds every persisted
- * row changed since that position, as a state (a row's latest version),
- * in generation order, or the whole database when the position means
- * nothing to this master (another epoch, too old).  The member applies
- * the answer in one local transaction, which persists it, and only then
- * records the new position (<state-dir>/replica-state): a crash in
- * between re-applies the same states, which changes nothing.  Each
- * round is also the member's heartbeat.
+ * a commit or the heartbeat interval; the answer holds every replicated
+ * row (persisted ones and tasks) changed since that position, as a state
+ * (a row's latest version), in generation order, or the whole database
+ * when the position means nothing to this master (another epoch, too
+ * old).  The member applies the answer in one local transaction, which
+ * persists it, and only then records the new position
+ * (<state-dir>/replica-state): a crash in between re-applies the same
+ * states, which changes nothing.  Tasks live in memory only, so a
+ * restarted member lacks those it had before (until a full copy); a
+ * call forwarded with such a task runs without it.  Each round is also
+ * the member's heartbeat.
  *
  * Writes: a member's transaction is undone locally and sent to the
  * master as pool.db_write (rows and the fields set), numbered per member
@@ -345,9 +348,9 @@ xa_pool_pump(void)
 /* --- member: following the stream -------------------------------------*/
 
 static bool
-is_persisted(const struct xa_class_desc *c)
+is_replicated(const struct xa_class_desc *c)
 {
-    return c->in_db && c->persist;
+    return c->in_db && c->replicate;
 }
 
 static struct xa_error *
@@ -363,7 +366,8 @@ apply_answer(struct json_object *j, bool full)
     struct xa_txn *t = xa_db_begin_write();
     struct xa_error *err = NULL;
     if (full) {
-        /* whatever the copy lacks goes, except rows that never persist */
+        /* whatever the copy lacks goes, except this host's own rows
+         * (sessions) */
         struct xa_hmap keep;
         xa_hmap_init(&keep);
         for (size_t i = 0; i < n; i++) {
@@ -374,7 +378,7 @@ apply_answer(struct json_object *j, bool full)
         }
         for (size_t c = 0; c < xa_schema_n_classes && !err; c++) {
             const struct xa_class_desc *cls = xa_schema_classes[c];
-            if (!is_persisted(cls)) {
+            if (!is_replicated(cls)) {
                 continue;
             }
             struct xa_value *all = xa_db_get_all(t, cls);

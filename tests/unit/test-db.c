@@ -799,6 +799,66 @@ test_persistence(void **state)
     remove_tmpdir();
 }
 
+/* --- replication ----------------------------------------------------------*/
+
+extern const struct xa_class_desc xa_cls_session;
+
+/* The rows an export names, as "class ref" lines. */
+static void
+export_line(void *ctx, const char *cls, const char *ref, const char *json)
+{
+    XA_UNUSED(json);
+    xa_buf_printf(ctx, "%s %s\n", cls, ref);
+}
+
+/* What a remote commit was handed, as "class ref field..." lines. */
+static void
+remote_line(struct xa_buf *b, const struct xa_db_change *c)
+{
+    xa_buf_printf(b, "%s %s", c->cls, c->ref);
+    for (size_t k = 0; k < c->n_fields; k++) {
+        xa_buf_printf(b, " %s", c->fields[k]);
+    }
+    xa_buf_putc(b, '\n');
+}
+
+static struct xa_error *
+remote_commit(void *ctx, const struct xa_db_change *ch, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        remote_line(ctx, &ch[i]);
+    }
+    return NULL;
+}
+
+static void
+test_replicated_classes(void **state)
+{
+    XA_UNUSED(state);
+    create(VM, "OpaqueRef:A", NULL);
+    create(&xa_cls_task, "OpaqueRef:T", NULL);
+    create(&xa_cls_session, "OpaqueRef:S", NULL);
+    /* the stream carries persisted rows and tasks, not sessions */
+    struct xa_buf b = {0};
+    uint64_t gen = 0;
+    assert_true(xa_db_export_since(0, export_line, &b, &gen));
+    assert_int_equal(gen, 3);
+    assert_string_equal(b.data, "VM OpaqueRef:A\ntask OpaqueRef:T\n");
+    xa_buf_free(&b);
+    /* a member's write to a task goes to the master, undone here */
+    xa_db_set_remote_commit(remote_commit, &b);
+    set(&xa_cls_task, "OpaqueRef:T", "progress", xa_double(0.5));
+    assert_string_equal(b.data, "task OpaqueRef:T progress\n");
+    assert_field(&xa_cls_task, "OpaqueRef:T", "progress", "0.0");
+    xa_buf_free(&b);
+    /* its own sessions stay its own */
+    set(&xa_cls_session, "OpaqueRef:S", "auth_user_name", xa_string("me"));
+    assert_null(b.data);
+    assert_field(&xa_cls_session, "OpaqueRef:S", "auth_user_name", "\"me\"");
+    xa_db_set_remote_commit(NULL, NULL);
+    assert_int_equal(xa_db_generation(), 4);
+}
+
 /* --- concurrency --------------------------------------------------------*/
 
 #define N_WRITERS 8
@@ -957,6 +1017,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_foreach_and_where, setup_mem,
                                         teardown),
         cmocka_unit_test(test_persistence),
+        cmocka_unit_test_setup_teardown(test_replicated_classes, setup_mem,
+                                        teardown),
         cmocka_unit_test(test_concurrency),
         cmocka_unit_test_setup_teardown(test_timing_get_record, setup_mem,
                                         teardown),
