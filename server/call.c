@@ -21,6 +21,7 @@ xa_call_free(struct xa_call *call)
     free(call->method);
     free(call->session_ref);
     free(call->task_ref);
+    free(call->forwarded_task);
     free(call->remote_addr);
     free(call);
 }

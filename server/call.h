@@ -14,6 +14,9 @@
 #include "schema.h"
 #include "value.h"
 
+/* The request header that carries a forwarded call's task (pool link). */
+#define XA_CALL_TASK_HEADER "X-Xapid-Forwarded-Task"
+
 struct xa_call {
     const struct xa_message_desc *msg; /* NULL until resolved */
     char *method;                      /* as the client spelt it; owned */
@@ -22,9 +25,13 @@ struct xa_call {
     bool is_superuser;    /* local root or pool session */
     bool is_pool_session; /* host-to-host */
     char *task_ref;       /* when running as an Async task; owned */
-    char *remote_addr;    /* owned; "" when unknown */
-    bool async;           /* called as Async.<class>.<message> */
-    bool deferred;        /* the answer will come via xa_call_finish */
+    /* The request's XA_CALL_TASK_HEADER, owned: the master's Async task
+     * a call it forwarded runs for.  Dispatch moves it to 'task_ref' for
+     * a host-to-host session, and drops it for any other. */
+    char *forwarded_task;
+    char *remote_addr; /* owned; "" when unknown */
+    bool async;        /* called as Async.<class>.<message> */
+    bool deferred;     /* the answer will come via xa_call_finish */
     /* Where xa_call_defer() also records the deferral, so the code that
      * invoked the implementation learns of it without touching a call
      * another thread may already have finished and freed. */

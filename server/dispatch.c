@@ -283,6 +283,30 @@ check_refs(const struct xa_message_desc *m, struct xa_value *const *args)
     return err;
 }
 
+/* A call the master forwarded for one of its Async tasks updates that
+ * task, as the call would run here for a task of its own: the header
+ * counts from a host-to-host session only (anyone else's is dropped).
+ * The master waited until this host's replica held the task's row; a
+ * host restarted since lacks it (tasks live in memory), and then runs
+ * the call without it. */
+static void
+adopt_forwarded_task(struct xa_call *call)
+{
+    char *task = call->forwarded_task;
+    call->forwarded_task = NULL;
+    if (!task || !call->is_pool_session || call->async || call->task_ref) {
+        free(task);
+        return;
+    }
+    if (!xa_task_exists(task)) {
+        xa_log_info("dispatch", "%s: forwarded task %s unknown here",
+                    call->msg->wire, task);
+        free(task);
+        return;
+    }
+    call->task_ref = task;
+}
+
 struct xa_error *
 xa_dispatch_invoke(struct xa_call *call, struct xa_value *const *args,
                    struct xa_value **ret)
@@ -383,6 +407,7 @@ xa_dispatch(struct xa_call *call, const struct xa_value *params, bool *bare)
             return;
         }
     }
+    adopt_forwarded_task(call);
     struct xa_value **args = xa_calloc(m->n_params + 1, sizeof *args);
     for (size_t i = 0; i < m->n_params && !err; i++) {
         const struct xa_param_desc *p = &m->params[i];

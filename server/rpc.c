@@ -177,6 +177,8 @@ handle_rpc(struct xa_http_request *req, enum rpc_proto proto)
     r->json_id = id ? id : xa_nil();
     struct xa_call *call =
         xa_call_new(method ? method : "", xa_http_remote_addr(req));
+    const char *task = xa_http_header(req, XA_CALL_TASK_HEADER);
+    call->forwarded_task = task && *task ? xa_strdup(task) : NULL;
     call->owner = r;
     call->on_finish = rpc_finish;
     call->on_defer = rpc_defer;

@@ -230,10 +230,12 @@ http_status_error(struct xa_client *c, const char *path, long status)
     return e;
 }
 
-/* One RPC round trip; the lock is held by the caller. */
+/* One RPC round trip, with the extra request 'headers' (NULL or a
+ * NULL-terminated list); the lock is held by the caller. */
 static struct xa_error *
 rpc_locked(struct xa_client *c, const char *method, const char *session,
-           const struct xa_value *params, struct xa_value **ret)
+           const struct xa_value *params, const char *const *headers,
+           struct xa_value **ret)
 {
     struct xa_value *args = xa_array();
     if (session) {
@@ -257,6 +259,9 @@ rpc_locked(struct xa_client *c, const char *method, const char *session,
     hdrs = curl_slist_append(hdrs, json ? "Content-Type: application/json"
                                         : "Content-Type: text/xml");
     hdrs = curl_slist_append(hdrs, "Expect:");
+    for (size_t i = 0; headers && headers[i]; i++) {
+        hdrs = curl_slist_append(hdrs, headers[i]);
+    }
     struct xa_buf reply = {0};
     char errbuf[CURL_ERROR_SIZE] = "";
     curl_easy_setopt(h, CURLOPT_POST, 1L);
@@ -314,7 +319,7 @@ login_locked(struct xa_client *c)
     xa_array_append(p, xa_string("xe"));
     struct xa_value *v = NULL;
     struct xa_error *err =
-        rpc_locked(c, "session.login_with_password", NULL, p, &v);
+        rpc_locked(c, "session.login_with_password", NULL, p, NULL, &v);
     xa_value_unref(p);
     if (err) {
         return err;
@@ -353,7 +358,7 @@ xa_client_logout(struct xa_client *c)
     pthread_mutex_lock(&c->lock);
     struct xa_error *err = NULL;
     if (c->session) {
-        err = rpc_locked(c, "session.logout", c->session, NULL, NULL);
+        err = rpc_locked(c, "session.logout", c->session, NULL, NULL, NULL);
         free(c->session);
         c->session = NULL;
     }
@@ -365,10 +370,19 @@ struct xa_error *
 xa_client_call(struct xa_client *c, const char *method, bool with_session,
                struct xa_value *params, struct xa_value **ret)
 {
+    return xa_client_call_with_headers(c, method, with_session, params, NULL,
+                                       ret);
+}
+
+struct xa_error *
+xa_client_call_with_headers(struct xa_client *c, const char *method,
+                            bool with_session, struct xa_value *params,
+                            const char *const *headers, struct xa_value **ret)
+{
     pthread_mutex_lock(&c->lock);
     struct xa_error *err = rpc_locked(
         c, method, with_session ? (c->session ? c->session : "") : NULL, params,
-        ret);
+        headers, ret);
     /* An expired session (or a restarted server) is not the caller's
      * problem when we hold the credentials: log in again, retry once. */
     if (err && with_session && c->user &&
@@ -376,7 +390,7 @@ xa_client_call(struct xa_client *c, const char *method, bool with_session,
         struct xa_error *lerr = login_locked(c);
         if (!lerr) {
             xa_error_free(err);
-            err = rpc_locked(c, method, c->session, params, ret);
+            err = rpc_locked(c, method, c->session, params, headers, ret);
         } else {
             xa_error_free(lerr);
         }

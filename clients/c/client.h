@@ -83,6 +83,12 @@ const char *xa_client_url(const struct xa_client *c);
 struct xa_error *xa_client_call(struct xa_client *c, const char *method,
                                 bool with_session, struct xa_value *params,
                                 struct xa_value **ret);
+/* The same with extra request headers: 'headers' is NULL or a
+ * NULL-terminated list of "Name: value" lines (borrowed). */
+struct xa_error *
+xa_client_call_with_headers(struct xa_client *c, const char *method,
+                            bool with_session, struct xa_value *params,
+                            const char *const *headers, struct xa_value **ret);
 
 /* Progress of a transfer: bytes done so far and the total (0 when not
  * known).  Called from the calling thread. */

@@ -578,30 +578,6 @@ static const char *const stat_keys[] = {
     "migration_downtime_ms", "migration_total_ms", "migration_bytes",
     "migration_rounds", "migration_switch_ms"};
 
-void
-xa_vm_migrate_note_task(const char *task, const char *vm)
-{
-    struct xa_txn *t = xa_db_begin_write();
-    struct xa_error *err = NULL;
-    for (size_t i = 0; i < XA_ARRAY_SIZE(stat_keys) && !err; i++) {
-        char *k = xa_asprintf("last_%s", stat_keys[i]);
-        const struct xa_value *oc = xa_db_peek_field(
-            t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "other_config"));
-        const char *v = oc ? xa_struct_get_str(oc, k) : NULL;
-        if (v) {
-            err = xa_api_map_set(t, &xa_cls_task, task,
-                                 XA_F(xa_cls_task, "other_config"),
-                                 stat_keys[i], xa_string(v));
-        }
-        free(k);
-    }
-    err = xa_api_finish(t, err);
-    if (err) {
-        xa_log_warn(LOG, "task %s: figures not recorded: %s", task, err->code);
-        xa_error_free(err);
-    }
-}
-
 /* 'switch_ms': from the driver's end of the send to the destination
  * running the guest (commit), which the driver's downtime leaves out. */
 static struct xa_error *

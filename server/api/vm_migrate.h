@@ -31,11 +31,6 @@ struct xa_error *xa_vm_migrate_build(const char *vm, int fd,
 struct xa_error *xa_vm_migrate_arrived(const char *vm,
                                        int64_t domid) XA_WARN_UNUSED;
 
-/* Copies 'vm''s last_migration_* into 'task''s other_config (as
- * migration_*): for an Async migration the master forwarded to the VM's
- * host, which recorded them on the VM only. */
-void xa_vm_migrate_note_task(const char *task, const char *vm);
-
 /* server/pool/migrate.c: calls 'method' on pool host 'host' over the
  * link of purpose 'kind' (separate kinds run in parallel); takes
  * 'params'.  CANNOT_CONTACT_HOST when the link fails. */

@@ -13,7 +13,10 @@
  * member has acknowledged every write committed so far, so the member's
  * replica shows what the caller saw, then makes the same call there over
  * the pinned link with a pool session; the member's implementation runs
- * against its replica and writes back through the master. */
+ * against its replica and writes back through the master.  An Async
+ * call's task stays here (its outcome, task.cancel): the forwarded call
+ * names it, and the member updates its progress and figures as it would
+ * a task of its own. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +24,6 @@
 
 #include "api/net-api.h"
 #include "api/vm.h"
-#include "api/vm_migrate.h"
 #include "ha/ha.h"
 #include "hmap.h"
 #include "log.h"
@@ -371,6 +373,7 @@ resident_of(struct xa_txn *t, const char *vm)
 struct fwd_job {
     struct xa_pool_job job;
     struct xa_call *call; /* deferred; NULL when run in place */
+    char *task;           /* the Async call's task, updated there; or NULL */
     char *host;
     char *method;
     struct xa_value *params;
@@ -385,13 +388,15 @@ fwd_free(struct fwd_job *j)
     if (j->reserved) {
         reserve(j->host, -j->reserved);
     }
+    free(j->task);
     free(j->host);
     free(j->method);
     xa_value_unref(j->params);
     free(j);
 }
 
-/* First waits until the member's replica shows what the caller saw. */
+/* First waits until the member's replica shows what the caller saw (the
+ * task's row included). */
 static struct xa_error *
 fwd_do(struct fwd_job *j, const char *addr, const char *kind,
        struct xa_value **ret)
@@ -402,7 +407,7 @@ fwd_do(struct fwd_job *j, const char *addr, const char *kind,
     struct xa_value *p = j->params;
     j->params = NULL;
     struct xa_error *err =
-        xa_pool_link_call(addr, kind, j->method, p, ret, false, 0);
+        xa_pool_link_forward(addr, kind, j->method, p, j->task, ret);
     if (err && strncmp(err->code, "CLIENT_", 7) == 0) {
         xa_log_warn(LOG, "%s on %s: %s", j->method, addr,
                     err->n_params > 1 ? err->params[1] : err->code);
@@ -546,6 +551,7 @@ xa_pool_forward(struct xa_call *call, struct xa_value *const *args,
     struct fwd_job *j = xa_calloc(1, sizeof *j);
     j->job.run = fwd_run;
     j->job.cancel = fwd_cancel;
+    j->task = call->task_ref ? xa_strdup(call->task_ref) : NULL;
     j->host = host;
     j->method = xa_strdup(method);
     j->params = p;
@@ -562,12 +568,6 @@ xa_pool_forward(struct xa_call *call, struct xa_value *const *args,
         /* a task's worker thread: it may wait */
         err = fwd_do(j, addr, "calls", ret);
         fwd_free(j);
-        if (!err && call->task_ref &&
-            (strcmp(m->wire, "VM.pool_migrate") == 0 ||
-             strcmp(m->wire, "VM.migrate_send") == 0)) {
-            /* the source recorded the figures on the VM, not on this task */
-            xa_vm_migrate_note_task(call->task_ref, a0);
-        }
     }
     free(addr);
     return err;

@@ -203,15 +203,20 @@ is_transport(const struct xa_error *e)
            strcmp(e->code, XA_CLIENT_HTTP_ERROR) == 0;
 }
 
-struct xa_error *
-xa_pool_link_call(const char *addr, const char *kind, const char *method,
-                  struct xa_value *params, struct xa_value **ret,
-                  bool idempotent, long timeout_s)
+/* xa_pool_link_call, plus the task the peer's work updates (NULL:
+ * none), which travels in a header of the request. */
+static struct xa_error *
+link_call(const char *addr, const char *kind, const char *method,
+          struct xa_value *params, const char *task, struct xa_value **ret,
+          bool idempotent, long timeout_s)
 {
     struct link *l = link_get(addr, kind, timeout_s);
     if (!params) {
         params = xa_array();
     }
+    char *task_header =
+        task ? xa_asprintf("%s: %s", XA_CALL_TASK_HEADER, task) : NULL;
+    const char *headers[] = {task_header, NULL};
     pthread_mutex_lock(&l->lock);
     renew_if_stale_locked(l);
     struct xa_error *err = NULL;
@@ -225,7 +230,8 @@ xa_pool_link_call(const char *addr, const char *kind, const char *method,
             for (size_t i = 0; i < params->u.arr.n; i++) {
                 xa_array_append(p, xa_value_ref(params->u.arr.items[i]));
             }
-            err = xa_client_call(l->client, method, false, p, ret);
+            err = xa_client_call_with_headers(l->client, method, false, p,
+                                              headers, ret);
             if (err && strcmp(err->code, "SESSION_INVALID") == 0) {
                 /* the peer restarted: a new session, the same call */
                 free(l->session);
@@ -251,7 +257,25 @@ xa_pool_link_call(const char *addr, const char *kind, const char *method,
     }
     pthread_mutex_unlock(&l->lock);
     xa_value_unref(params);
+    free(task_header);
     return err;
+}
+
+struct xa_error *
+xa_pool_link_call(const char *addr, const char *kind, const char *method,
+                  struct xa_value *params, struct xa_value **ret,
+                  bool idempotent, long timeout_s)
+{
+    return link_call(addr, kind, method, params, NULL, ret, idempotent,
+                     timeout_s);
+}
+
+struct xa_error *
+xa_pool_link_forward(const char *addr, const char *kind, const char *method,
+                     struct xa_value *params, const char *task,
+                     struct xa_value **ret)
+{
+    return link_call(addr, kind, method, params, task, ret, false, 0);
 }
 
 /* --- work run on a peer from the link's own threads -----------------------

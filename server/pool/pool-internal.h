@@ -65,6 +65,14 @@ struct xa_error *xa_pool_link_call(const char *addr, const char *kind,
                                    const char *method, struct xa_value *params,
                                    struct xa_value **ret, bool idempotent,
                                    long timeout_s);
+/* A call the master forwards to the host that owns the work (not
+ * retried, no timeout), on behalf of the Async call of 'task' (NULL:
+ * none): the peer's implementation updates that task (the master's row,
+ * through the peer's replica) as it would its own. */
+struct xa_error *xa_pool_link_forward(const char *addr, const char *kind,
+                                      const char *method,
+                                      struct xa_value *params, const char *task,
+                                      struct xa_value **ret);
 void xa_pool_links_reset(void);
 
 /* Work run on a peer by the link's own threads, so that an HTTP thread

@@ -2,7 +2,9 @@
 hypervisor: VM.pool_migrate, VM.assert_can_migrate, host.evacuate and
 their refusals, and what a failure leaves behind."""
 
+import http.client
 import time
+import xmlrpc.client
 
 import migratelib
 import poollib
@@ -216,6 +218,81 @@ def test_cpu_features_level_the_pool(pool):
     for vm in (early, late):
         if api.VM.get_power_state(vm) != "Halted":
             api.VM.hard_shutdown(vm)
+
+
+FIGURES = ("migration_downtime_ms", "migration_total_ms", "migration_bytes",
+           "migration_rounds", "migration_switch_ms")
+
+
+def test_forwarded_task_is_updated_by_the_member(pool):
+    """An Async migration of a VM on a member runs there for the master's
+    task: the member moves its progress while it works (the send takes
+    2 s) and records the figures on it, as the master does for its own."""
+    hosts, api, (a, b, c) = formed(pool, [
+        {}, {"env": {"XAPID_SIM_DELAY_MS": "migrate_send:2000"}}, {}])
+    vm = small_vm(api, "watched")
+    api.VM.start_on(vm, b, False, False)
+    task = api.Async.VM.pool_migrate(vm, c, {})
+    progress, op_keys = set(), set()
+    deadline = time.monotonic() + 30
+    while (api.task.get_status(task) == "pending"
+           and time.monotonic() < deadline):
+        progress.add(api.task.get_progress(task))
+        op_keys.update(api.VM.get_current_operations(vm))
+        time.sleep(0.05)
+    assert api.task.get_status(task) == "success", \
+        api.task.get_error_info(task)
+    print("progress sampled: %s" % sorted(progress))
+    # sampled while the send ran: neither the start nor the end
+    assert any(0 < p < 1 for p in progress), sorted(progress)
+    assert api.task.get_progress(task) == 1.0
+    # the member's operation on the VM is the task's, as in xapi
+    assert op_keys == {task}, op_keys
+    assert api.VM.get_resident_on(vm) == c
+    assert not api.VM.get_current_operations(vm)
+    toc = api.task.get_other_config(task)
+    for k in FIGURES:
+        assert int(toc[k]) >= 0, (k, toc)
+    assert int(toc["migration_bytes"]) >= 128 * MIB, toc
+    # the figures are the ones the member recorded on the VM
+    oc = api.VM.get_other_config(vm)
+    assert toc["migration_bytes"] == oc["last_migration_bytes"], (toc, oc)
+
+
+def forwarded_task_header(api, host, task, method, *params):
+    """'method' called on 'host' by an ordinary client whose request names
+    'task' in the header a master's forwarded calls carry."""
+    body = xmlrpc.client.dumps((api.ref,) + params, method,
+                               allow_none=True).encode()
+    c = http.client.HTTPConnection(host.address, host.port, timeout=60)
+    try:
+        c.request("POST", "/", body=body,
+                  headers={"Content-Type": "text/xml",
+                           "X-Xapid-Forwarded-Task": task})
+        r = c.getresponse()
+        assert r.status == 200
+        (reply,), _ = xmlrpc.client.loads(r.read())
+    finally:
+        c.close()
+    assert reply["Status"] == "Success", reply
+    return reply["Value"]
+
+
+def test_forwarded_task_header_is_only_for_hosts(pool):
+    """The header naming a forwarded call's task counts only on a
+    host-to-host session: a client's call carrying it updates no task."""
+    hosts, api, (a, b) = formed(pool, [{}, {}])
+    vm = small_vm(api, "plain")
+    api.VM.start_on(vm, a, False, False)
+    task = api.task.create("bystander", "")
+    # run by the master itself, and forwarded to the member
+    forwarded_task_header(api, hosts[0], task, "VM.pool_migrate", vm, b, {})
+    assert api.VM.get_resident_on(vm) == b
+    forwarded_task_header(api, hosts[0], task, "VM.pool_migrate", vm, a, {})
+    assert api.VM.get_resident_on(vm) == a
+    assert api.task.get_progress(task) == 0.0
+    assert api.task.get_other_config(task) == {}
+    assert api.task.get_status(task) == "pending"
 
 
 def test_failures_leave_the_vm_on_the_source(pool):
