@@ -355,6 +355,33 @@ xa_task_gc(void)
     xa_value_unref(g.doomed);
 }
 
+void
+xa_task_forget_host(const char *host)
+{
+    struct xa_txn *t = xa_db_begin_write();
+    struct xa_value *all = xa_db_get_all(t, &xa_cls_task);
+    struct xa_error *err = NULL;
+    size_t n = 0;
+    for (size_t i = 0; all && i < all->u.arr.n && !err; i++) {
+        const char *ref = all->u.arr.items[i]->u.str.s;
+        const struct xa_value *on =
+            xa_db_peek_field(t, &xa_cls_task, ref, field("resident_on"));
+        if (on && xa_value_str(on) && strcmp(xa_value_str(on), host) == 0) {
+            err = xa_db_destroy(t, &xa_cls_task, ref);
+            n++;
+        }
+    }
+    xa_value_unref(all);
+    err = err ? (xa_db_abort(t), err) : xa_db_commit(t);
+    if (err) {
+        xa_log_err("task", "cannot forget the tasks of %s: %s", host,
+                   err->code);
+        xa_error_free(err);
+    } else if (n) {
+        xa_log_info("task", "forgot %zu task(s) of %s", n, host);
+    }
+}
+
 /* ---- task.* messages ---------------------------------------------- */
 
 struct xa_error *

@@ -33,6 +33,9 @@ bool xa_task_exists(const char *ref);
 void xa_task_set_progress(struct xa_call *call, double progress);
 /* True when someone asked the call's task to stop. */
 bool xa_task_cancelling(struct xa_call *call);
+/* Destroys every task resident on 'host': a master that is gone took
+ * their work with it (tasks live in the master's memory, as in xapi). */
+void xa_task_forget_host(const char *host);
 /* Removes finished tasks older than the retention time. */
 void xa_task_gc(void);
 

@@ -555,7 +555,7 @@ xa_impl_pool_emergency_transition_to_master(struct xa_call *call)
 {
     XA_UNUSED(call);
     if (xa_pool_role() == XA_POOL_MEMBER) {
-        xa_pool_become_master();
+        xa_pool_take_over();
     }
     return NULL;
 }

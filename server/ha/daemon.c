@@ -666,7 +666,7 @@ static void *
 become_master_main(void *arg)
 {
     XA_UNUSED(arg);
-    xa_pool_become_master();
+    xa_pool_take_over();
     helper_done(&ha.switching);
     return NULL;
 }

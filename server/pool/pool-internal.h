@@ -45,6 +45,12 @@ extern struct xa_pool xa_pool_g;
 enum xa_pool_role xa_pool_role(void);
 void xa_pool_become_member(const char *master_addr);
 void xa_pool_become_master(void);
+/* The same in place of a master that is gone (emergency transition, HA
+ * takeover): the tasks it was running, which the replica holds, go
+ * (a client polling one gets HANDLE_INVALID rather than a task pending
+ * for ever).  An orderly hand-over keeps them: the old master finishes
+ * them through the new one. */
+void xa_pool_take_over(void);
 struct xa_error *xa_pool_write_file(const char *name, const char *text);
 void xa_pool_add_pin(const char *fp);
 char *xa_pool_own_fingerprint(void);

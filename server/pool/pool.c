@@ -16,6 +16,7 @@
 #include "log.h"
 #include "self.h"
 #include "session.h"
+#include "task.h"
 #include "util.h"
 
 #define LOG "pool"
@@ -266,6 +267,35 @@ xa_pool_become_master(void)
     }
     ensure_own_certificate();
     xa_log_info(LOG, "master of the pool (epoch %s)", xa_pool_g.epoch);
+}
+
+/* The master the replica names (caller frees), or NULL. */
+static char *
+replica_master(void)
+{
+    const struct xa_class_desc *P = xa_schema_class("pool");
+    struct xa_txn *t = xa_db_begin_read();
+    struct xa_value *pools = xa_db_get_all(t, P);
+    const struct xa_value *m =
+        pools && pools->u.arr.n
+            ? xa_db_peek_field(t, P, pools->u.arr.items[0]->u.str.s,
+                               xa_schema_field_index(P, "master"))
+            : NULL;
+    char *ref = m && xa_value_str(m) ? xa_strdup(xa_value_str(m)) : NULL;
+    xa_value_unref(pools);
+    xa_db_end(t);
+    return ref;
+}
+
+void
+xa_pool_take_over(void)
+{
+    char *old = replica_master();
+    xa_pool_become_master();
+    if (old && strcmp(old, xa_self_host()) != 0) {
+        xa_task_forget_host(old);
+    }
+    free(old);
 }
 
 /* --- start and the thread ----------------------------------------------*/

@@ -1,6 +1,7 @@
 """Pools, continued: placement of running VMs, the write fence of
 pool.designate_new_master, a member restarted while its master is down
-(xapi's emergency mode), and a member losing its master mid-call."""
+(xapi's emergency mode), the old master's tasks at a takeover, and a
+member losing its master mid-call."""
 
 import threading
 import time
@@ -109,6 +110,25 @@ def test_member_restarted_while_master_is_down(pool):
     napi = member.login()
     assert napi.VM.get_name_label(vm) == "after"
     assert napi.pool.get_master(napi.pool.get_all()[0]) == mh
+
+
+def test_takeover_forgets_the_old_masters_tasks(pool):
+    """Tasks live in the master's memory and reach the members' replicas:
+    a member taking over from a master that is gone drops the ones the
+    old master ran (their work died with it), so that a client polling
+    one learns it is gone instead of seeing it pending for ever."""
+    master, member = formed(pool, 2)
+    api = master.login()
+    task = api.task.create("lost with the master", "")
+    wait_for(lambda: task in member.local_session().task.get_all())
+    master.kill9()
+    member.local_session().pool.emergency_transition_to_master()
+    napi = member.login()
+    e = expect_error(napi.task.get_status, task)
+    assert e.code == "HANDLE_INVALID", e.details
+    # the new master's own tasks work as before
+    task = napi.task.create("after", "")
+    assert napi.task.get_status(task) == "pending"
 
 
 def test_member_losing_master_mid_call(pool):
