@@ -165,8 +165,16 @@ xa_qmp_open(const char *path, double timeout, struct xa_qmp **ret)
     double deadline = xa_monotonic() + timeout;
     struct xa_error *err = NULL;
     json_object *greeting = read_object(q, deadline, &err);
+    /* QEMU 7.2 may put an event (RESUME, as a guest starts) before the
+     * greeting of a client that connects in the same instant */
+    while (greeting && !json_object_object_get_ex(greeting, "QMP", NULL) &&
+           json_object_object_get_ex(greeting, "event", NULL)) {
+        keep_event(q, greeting);
+        greeting = read_object(q, deadline, &err);
+    }
     if (greeting && !json_object_object_get_ex(greeting, "QMP", NULL)) {
-        err = xa_error_internal("QMP: unexpected greeting");
+        err = xa_error_internal("QMP: unexpected greeting: %.200s",
+                                json_object_to_json_string(greeting));
     }
     json_object_put(greeting);
     if (!err) {

@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -45,6 +44,32 @@ sleep_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
+/* Whether a socket listens on 'path': /proc/net/unix shows it with the
+ * accepting flag (QEMU makes the file at bind(), before listen(): a
+ * connect in between is refused). */
+static bool
+listening(const char *path)
+{
+    FILE *f = fopen("/proc/net/unix", "r");
+    if (!f) {
+        return false;
+    }
+    char line[512];
+    bool found = false;
+    size_t n = strlen(path);
+    while (!found && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = '\0';
+        size_t len = strlen(line);
+        unsigned long flags = 0;
+        found = len > n && strcmp(line + len - n, path) == 0 &&
+                line[len - n - 1] == ' ' &&
+                sscanf(line, "%*s %*s %*s %lx", &flags) == 1 &&
+                (flags & 0x10000) != 0;
+    }
+    fclose(f);
+    return found;
+}
+
 static int
 peer_start(void **state)
 {
@@ -65,9 +90,8 @@ peer_start(void **state)
                "-nodefaults", "-display", "none", "-qmp", qmp, (char *)NULL);
         _exit(127);
     }
-    /* The socket appears once QEMU listens (a loaded box: allow 30 s). */
-    struct stat st;
-    for (int i = 0; i < 3000 && stat(p->sock, &st) != 0; i++) {
+    /* Until QEMU listens (a loaded box: allow 30 s). */
+    for (int i = 0; i < 3000 && !listening(p->sock); i++) {
         sleep_ms(10);
     }
     *state = p;
@@ -327,12 +351,63 @@ test_no_greeting(void **state)
     rmdir(dir);
 }
 
+/* A peer that sends an event before its greeting (QEMU 7.2 does when a
+ * client connects as the guest starts): the event is kept, the greeting
+ * and the negotiation still work. */
+static void
+test_event_before_greeting(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/xa-test-qmp-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[64];
+    snprintf(path, sizeof path, "%s/early.sock", dir);
+    int l = listen_unix(path);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int c = accept(l, NULL, NULL);
+        const char *hello =
+            "{\"timestamp\": {\"seconds\": 1, \"microseconds\": 2}, "
+            "\"event\": \"RESUME\"}\r\n"
+            "{\"QMP\": {\"version\": {}, \"capabilities\": []}}\r\n";
+        if (c < 0 || write(c, hello, strlen(hello)) < 0) {
+            _exit(1);
+        }
+        char buf[256], ch;
+        if (read(c, buf, sizeof buf) <= 0) { /* qmp_capabilities */
+            _exit(1);
+        }
+        const char *ok = "{\"return\": {}, \"id\": 1}\r\n";
+        if (write(c, ok, strlen(ok)) < 0) {
+            _exit(1);
+        }
+        while (read(c, &ch, 1) == 1) {
+        }
+        _exit(0);
+    }
+    struct xa_qmp *q = NULL;
+    struct xa_error *err = xa_qmp_open(path, 5, &q);
+    if (err) {
+        fail_msg("xa_qmp_open: %s", msg_of(err));
+    }
+    assert_true(xa_qmp_wait_event(q, "RESUME", 0.1, NULL));
+    xa_qmp_close(q);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    close(l);
+    unlink(path);
+    rmdir(dir);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_line),
         cmocka_unit_test(test_no_greeting),
+        cmocka_unit_test(test_event_before_greeting),
         cmocka_unit_test_setup_teardown(test_greeting_and_command, peer_start,
                                         peer_stop),
         cmocka_unit_test_setup_teardown(test_error_reply, peer_start,
