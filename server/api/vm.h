@@ -129,6 +129,11 @@ struct xa_error *xa_vm_cpu_flags_boot(struct xa_txn *t,
                                       const char *vm) XA_WARN_UNUSED;
 struct xa_error *xa_vm_cpu_assert_compatible(struct xa_txn *t, const char *vm,
                                              const char *host) XA_WARN_UNUSED;
+/* The same against 'cpu_info', a host's cpu_info map (another pool's
+ * host, read over its API); 'host' names it in the error. */
+struct xa_error *
+xa_vm_cpu_assert_fits(struct xa_txn *t, const char *vm, const char *host,
+                      const struct xa_value *cpu_info) XA_WARN_UNUSED;
 struct xa_error *xa_pool_cpu_level(struct xa_txn *t) XA_WARN_UNUSED;
 
 /* Rewrites host_metrics.memory_free (and memory_total) from the driver's

@@ -81,6 +81,15 @@ xa_vm_cpu_flags_boot(struct xa_txn *t, const char *vm)
 struct xa_error *
 xa_vm_cpu_assert_compatible(struct xa_txn *t, const char *vm, const char *host)
 {
+    return xa_vm_cpu_assert_fits(
+        t, vm, host,
+        xa_db_peek_field(t, &xa_cls_host, host, XA_F(xa_cls_host, "cpu_info")));
+}
+
+struct xa_error *
+xa_vm_cpu_assert_fits(struct xa_txn *t, const char *vm, const char *host,
+                      const struct xa_value *cpu_info)
+{
     if (strcmp(xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "power_state")),
                "Halted") == 0) {
         return NULL; /* it boots afresh wherever it starts */
@@ -90,9 +99,11 @@ xa_vm_cpu_assert_compatible(struct xa_txn *t, const char *vm, const char *host)
     const char *vm_vendor = flags ? xa_struct_get_str(flags, "vendor") : NULL;
     const char *vm_features =
         flags ? xa_struct_get_str(flags, "features") : NULL;
-    const char *host_vendor = cpu_info_get(t, &xa_cls_host, host, "vendor");
+    bool map = cpu_info && cpu_info->kind == XA_STRUCT;
+    const char *host_vendor =
+        map ? xa_struct_get_str(cpu_info, "vendor") : NULL;
     const char *host_features =
-        cpu_info_get(t, &xa_cls_host, host, features_key(t, vm));
+        map ? xa_struct_get_str(cpu_info, features_key(t, vm)) : NULL;
     const char *why = NULL;
     if (vm_vendor && host_vendor && strcmp(vm_vendor, host_vendor) != 0) {
         why = "VM last booted on a host which had a CPU from a different "

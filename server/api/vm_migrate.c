@@ -969,6 +969,8 @@ xa_impl_VM_pool_migrate(struct xa_call *call, const char *vm, const char *host,
 static struct xa_error *check_cross(struct xa_txn *t, const char *vm,
                                     const struct xa_value *vdi_map,
                                     const struct xa_value *vif_map);
+static struct xa_error *check_cross_cpu(const char *vm,
+                                        const struct xa_value *dest);
 static struct xa_error *migrate_cross(struct xa_call *call, const char *vm,
                                       const struct xa_value *dest, bool live,
                                       const struct xa_value *vdi_map,
@@ -1126,6 +1128,9 @@ xa_impl_VM_assert_can_migrate(struct xa_call *call, const char *vm,
     struct xa_error *err = in_pool ? check_send(t, vm, host, vdi_map, vif_map)
                                    : check_cross(t, vm, vdi_map, vif_map);
     xa_db_end(t);
+    if (!err && !in_pool) {
+        err = check_cross_cpu(vm, dest);
+    }
     return err;
 }
 
@@ -1479,6 +1484,34 @@ args1(const char *a)
     return p;
 }
 
+/* The VM's CPU against the other pool's host, as xapi checks it: that
+ * host's cpu_info read with the dest map's session. */
+static struct xa_error *
+remote_cpu_fits(struct remote *r, const char *vm)
+{
+    struct xa_value *info = NULL;
+    struct xa_error *err = rcall(r, "host.get_cpu_info", args1(r->host), &info);
+    if (!err) {
+        struct xa_txn *t = xa_db_begin_read();
+        err = xa_vm_cpu_assert_fits(t, vm, r->host, info);
+        xa_db_end(t);
+    }
+    xa_value_unref(info);
+    return err;
+}
+
+static struct xa_error *
+check_cross_cpu(const char *vm, const struct xa_value *dest)
+{
+    struct remote r;
+    struct xa_error *err = remote_open(dest, &r);
+    if (!err) {
+        err = remote_cpu_fits(&r, vm);
+        remote_close(&r);
+    }
+    return err;
+}
+
 static struct xa_error *
 rphase(struct remote *r, const char *vm, const char *phase, char **url)
 {
@@ -1793,6 +1826,12 @@ migrate_cross(struct xa_call *call, const char *vm, const struct xa_value *dest,
 {
     struct remote r;
     struct xa_error *err = remote_open(dest, &r);
+    if (!err) {
+        err = remote_cpu_fits(&r, vm);
+        if (err) {
+            remote_close(&r);
+        }
+    }
     if (err) {
         return err;
     }

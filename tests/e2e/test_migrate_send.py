@@ -236,6 +236,43 @@ def test_cross_pool_migrate_send(pool):
     dapi.VM.hard_shutdown(moved)
 
 
+def test_cross_pool_cpu_check(pool):
+    """A running VM goes to another pool's host only if that host's CPU
+    has every feature the VM booted with, read over the other pool's API
+    (as xapi does); the VM stays where it was."""
+    src = add_host(pool)
+    api = src.login()
+    (sa,) = api.host.get_all()
+    words = api.host.get_cpu_info(sa)["features_pv"].split("-")
+    w = next(i for i, x in enumerate(words) if int(x, 16))
+    fewer = list(words)
+    low = int(words[w], 16)
+    fewer[w] = "%08x" % (low & (low - 1))  # its lowest feature bit goes
+    dst = add_host(pool, env={"XAPID_CPU_FEATURES": "-".join(fewer)})
+    dapi = dst.login()
+    (da,) = dapi.host.get_all()
+    sr_s, sr_d = local_sr(api, sa), local_sr(dapi, da)
+    vdi = disk_with(api, src, sr_s, pattern(MIB, 7))
+    vm = vm_with_disk(api, "picky", vdi)
+    api.VM.start(vm, False, False)
+    dest = dapi.host.migrate_receive(da, dapi.network.get_all()[0], {})
+    why = "VM last booted on a CPU with features this host's CPU does " \
+          "not have."
+    e = expect_error(api.VM.assert_can_migrate, vm, dest, True,
+                     {vdi: sr_d}, {}, {})
+    assert e.details == ["VM_INCOMPATIBLE_WITH_THIS_HOST", vm, da, why]
+    before = set(dapi.VM.get_all())
+    e = expect_error(api.VM.migrate_send, vm, dest, True, {vdi: sr_d}, {},
+                     {})
+    assert e.details == ["VM_INCOMPATIBLE_WITH_THIS_HOST", vm, da, why]
+    assert api.VM.get_power_state(vm) == "Running"
+    assert api.VM.get_resident_on(vm) == sa
+    assert set(dapi.VM.get_all()) == before  # nothing made over there
+    # halted, it boots afresh there: no CPU check
+    api.VM.hard_shutdown(vm)
+    api.VM.assert_can_migrate(vm, dest, True, {vdi: sr_d}, {}, {})
+
+
 def xe(host, *args):
     b = os.path.join(xapilib.BUILD_DIR, "bin", "xe")
     home = tempfile.mkdtemp(dir=host.workdir)
