@@ -315,17 +315,34 @@ test_quit(void **state)
     xa_qmp_close(q);
 }
 
-/* A listening unix socket at 'path' that will never say a word. */
-static int
-listen_unix(const char *path)
+/* A fake peer: a unix socket listening in a private directory, which
+ * says nothing unless the test makes it. */
+struct fake {
+    char dir[32];
+    char path[64];
+    int fd;
+};
+
+static void
+fake_open(struct fake *f)
 {
+    snprintf(f->dir, sizeof f->dir, "/tmp/xa-test-qmp-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->path, sizeof f->path, "%s/fake.sock", f->dir);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    assert_int_equal(listen(fd, 1), 0);
-    return fd;
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", f->path);
+    f->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(f->fd >= 0);
+    assert_int_equal(bind(f->fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(f->fd, 1), 0);
+}
+
+static void
+fake_close(struct fake *f)
+{
+    close(f->fd);
+    unlink(f->path);
+    rmdir(f->dir);
 }
 
 /* A socket whose peer never greets: open gives up at its timeout. */
@@ -333,22 +350,17 @@ static void
 test_no_greeting(void **state)
 {
     (void)state;
-    char dir[] = "/tmp/xa-test-qmp-XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    char path[64];
-    snprintf(path, sizeof path, "%s/silent.sock", dir);
-    int l = listen_unix(path);
+    struct fake f;
+    fake_open(&f);
     double t0 = xa_monotonic();
     struct xa_qmp *q = NULL;
-    struct xa_error *err = xa_qmp_open(path, 0.3, &q);
+    struct xa_error *err = xa_qmp_open(f.path, 0.3, &q);
     assert_non_null(err);
     assert_null(q);
     assert_non_null(strstr(msg_of(err), "no answer"));
     assert_true(xa_monotonic() - t0 < 5);
     xa_error_free(err);
-    close(l);
-    unlink(path);
-    rmdir(dir);
+    fake_close(&f);
 }
 
 /* A peer that sends an event before its greeting (QEMU 7.2 does when a
@@ -358,15 +370,12 @@ static void
 test_event_before_greeting(void **state)
 {
     (void)state;
-    char dir[] = "/tmp/xa-test-qmp-XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    char path[64];
-    snprintf(path, sizeof path, "%s/early.sock", dir);
-    int l = listen_unix(path);
+    struct fake f;
+    fake_open(&f);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        int c = accept(l, NULL, NULL);
+        int c = accept(f.fd, NULL, NULL);
         const char *hello =
             "{\"timestamp\": {\"seconds\": 1, \"microseconds\": 2}, "
             "\"event\": \"RESUME\"}\r\n"
@@ -387,7 +396,7 @@ test_event_before_greeting(void **state)
         _exit(0);
     }
     struct xa_qmp *q = NULL;
-    struct xa_error *err = xa_qmp_open(path, 5, &q);
+    struct xa_error *err = xa_qmp_open(f.path, 5, &q);
     if (err) {
         fail_msg("xa_qmp_open: %s", msg_of(err));
     }
@@ -396,9 +405,7 @@ test_event_before_greeting(void **state)
     int status = 0;
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    close(l);
-    unlink(path);
-    rmdir(dir);
+    fake_close(&f);
 }
 
 int
