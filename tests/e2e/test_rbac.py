@@ -256,13 +256,15 @@ def test_throttling_is_per_client_address(xapid_factory):
         assert r["ErrorDescription"][0] == "SESSION_AUTHENTICATION_FAILED"
     r, slow = login_timed(x.port, "root", "bad")
     assert slow >= 1.0, slow
-    # another client's first failure is answered after the first step only
+    # another client's first failure is answered after the first step
+    # (0.1 s), not the 3.2 s a shared count would give; the bound leaves
+    # room for a TLS handshake and a password check on a loaded ASan build
     r, dt = login_timed(x.port, "root", "bad", source="127.0.0.2")
     assert r["ErrorDescription"][0] == "SESSION_AUTHENTICATION_FAILED"
-    assert dt < 0.5, dt
+    assert dt < 1.0, dt
     # and its correct login is not delayed either
     r, dt = login_timed(x.port, "root", x.password, source="127.0.0.2")
-    assert r["Status"] == "Success" and dt < 0.5, (r, dt)
+    assert r["Status"] == "Success" and dt < 1.0, (r, dt)
 
 
 def test_throttling_counts_any_user_name(xapid_factory):
@@ -276,7 +278,7 @@ def test_throttling_counts_any_user_name(xapid_factory):
         times.append(dt)
     assert times[3] >= 0.6, times
     r, dt = login_timed(x.port, "ro", "ro-pass")
-    assert r["Status"] == "Success" and dt < 0.5, (r, dt)
+    assert r["Status"] == "Success" and dt < 1.0, (r, dt)
 
 
 def test_session_cap_is_per_user(xapid_factory):
