@@ -185,7 +185,10 @@ class Checker(threading.Thread):
         self.stop_ev.set()
         self.join()
         FIGURES["double"] += len(self.doubles)
-        assert self.samples > 10
+        # it sampled before, during and after (every 20 ms when the
+        # machine lets it; a loaded two-core ASan run has given it only
+        # a few turns over several seconds)
+        assert self.samples >= 3, self.samples
         assert not self.doubles, "VMs ran twice: %r" % self.doubles[:5]
 
 
@@ -342,7 +345,7 @@ def failover(pool, failed, uuids, action, expect_fence=(), patience=20):
             detected = time.monotonic() - t0
         if detected is not None and all_running_once(pool, uuids):
             break
-        time.sleep(0.02)
+        time.sleep(0.05)  # leaves the checker its turns
     recovered = time.monotonic() - t0
     checker.finish()
     for h in expect_fence:
