@@ -4,7 +4,8 @@
  *
  * Enabling writes the database (statefile VDI, pool.ha_* fields); every
  * host's daemon (server/ha/daemon.c) sees pool.ha_enabled in its copy of
- * the database and arms itself; enable_ha returns once all have. */
+ * the database and arms itself; enable_ha returns once all have and all
+ * hear each other, or turns HA off again and says which host did not. */
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "api/vm.h"
 #include "ha/ha.h"
 #include "log.h"
+#include "pool/pool.h"
 #include "self.h"
 #include "util.h"
 #include "xa-impl.h"
@@ -189,65 +191,37 @@ record_enabled(const char *statefile, const struct xa_value *configuration)
     return xa_api_finish(t, err);
 }
 
-struct xa_error *
-xa_impl_pool_enable_ha(struct xa_call *call,
-                       const struct xa_value *heartbeat_srs,
-                       const struct xa_value *configuration)
+/* xapi refuses to enable HA while a host is down. */
+static struct xa_error *
+check_hosts_live(struct xa_txn *t)
 {
-    XA_UNUSED(call);
-    struct xa_txn *t = xa_db_begin_read();
     struct xa_error *err = NULL;
-    if (xa_ha_enabled(t)) {
-        err = xa_error_new("HA_IS_ENABLED", 0);
-    } else if (heartbeat_srs->u.arr.n == 0) {
-        err = xa_error_new("HA_HOST_CANNOT_ACCESS_STATEFILE", 0);
-    }
-    for (size_t i = 0; !err && i < heartbeat_srs->u.arr.n; i++) {
-        err = check_statefile_sr(t, heartbeat_srs->u.arr.items[i]->u.str.s);
-    }
-    char *sr = err ? NULL : xa_strdup(heartbeat_srs->u.arr.items[0]->u.str.s);
-    xa_db_end(t);
-    if (!err) {
-        err = check_configuration(configuration);
-    }
-    char *statefile = NULL;
-    if (!err) {
-        err = make_statefile(sr, &statefile);
-    }
-    if (!err) {
-        err = record_enabled(statefile, configuration);
-        if (err) {
-            xa_error_free(xa_vdi_remove(statefile));
+    struct xa_value *hosts = xa_db_get_all(t, &xa_cls_host);
+    for (size_t i = 0; !err && hosts && i < hosts->u.arr.n; i++) {
+        const char *h = hosts->u.arr.items[i]->u.str.s;
+        if (!xa_pool_host_live(t, h)) {
+            err = xa_error_new("HOST_OFFLINE", 1, h);
         }
     }
-    if (!err) {
-        xa_log_info(LOG, "HA enabled, statefile %s", statefile);
-        xa_ha_update_plan_fields();
-        /* every host arms within a few heartbeats; tell the caller
-         * when one does not */
-        if (!xa_ha_wait_armed(30)) {
-            err = xa_error_new("HA_HEARTBEAT_DAEMON_STARTUP_FAILED", 0);
-        }
-    }
-    free(statefile);
-    free(sr);
+    xa_value_unref(hosts);
     return err;
 }
 
-struct xa_error *
-xa_impl_pool_disable_ha(struct xa_call *call)
+/* Turns HA off in the database; on success '*files' holds the statefiles
+ * the pool had (the caller removes them with remove_statefiles). */
+static struct xa_error *
+record_disabled(struct xa_value **files)
 {
-    XA_UNUSED(call);
+    *files = NULL;
     struct xa_txn *t = xa_db_begin_write();
     char *pool = pool_ref(t);
     struct xa_error *err = NULL;
-    struct xa_value *files = NULL;
     if (!xa_api_bool(t, &xa_cls_pool, pool, XA_F(xa_cls_pool, "ha_enabled"))) {
         err = xa_error_new("HA_NOT_ENABLED", 0);
     } else {
         const struct xa_value *f = xa_db_peek_field(
             t, &xa_cls_pool, pool, XA_F(xa_cls_pool, "ha_statefiles"));
-        files = f ? xa_value_copy(f) : NULL;
+        *files = f ? xa_value_copy(f) : NULL;
         err = xa_api_set(t, &xa_cls_pool, pool, XA_F(xa_cls_pool, "ha_enabled"),
                          xa_bool(false));
     }
@@ -272,7 +246,18 @@ xa_impl_pool_disable_ha(struct xa_call *call)
     xa_value_unref(hosts);
     free(pool);
     err = xa_api_finish(t, err);
-    for (size_t i = 0; !err && files && i < files->u.arr.n; i++) {
+    if (err) {
+        xa_value_unref(*files);
+        *files = NULL;
+    }
+    return err;
+}
+
+/* Removes the statefile VDIs and frees 'files'. */
+static void
+remove_statefiles(struct xa_value *files)
+{
+    for (size_t i = 0; files && i < files->u.arr.n; i++) {
         struct xa_error *e = xa_vdi_remove(files->u.arr.items[i]->u.str.s);
         if (e) {
             xa_log_warn(LOG, "cannot remove the statefile: %s", e->code);
@@ -280,7 +265,102 @@ xa_impl_pool_disable_ha(struct xa_call *call)
         }
     }
     xa_value_unref(files);
+}
+
+/* enable_ha failed after the database said HA is on: as xapi does, turn
+ * it off again pool-wide.  Decisions stay held until this host's daemon
+ * has disarmed, so nobody is fenced for what made enable_ha fail. */
+static void
+roll_back_enable(void)
+{
+    struct xa_value *files = NULL;
+    struct xa_error *err = record_disabled(&files);
+    if (err) {
+        xa_log_err(LOG, "cannot turn HA off after a failed enable: %s",
+                   err->code);
+        xa_error_free(err);
+        return;
+    }
+    if (!xa_ha_wait_disarmed(10)) {
+        xa_log_warn(LOG, "the HA daemon is still armed after 10 s");
+    }
+    remove_statefiles(files);
+    xa_log_info(LOG, "HA enable rolled back");
+}
+
+/* How long enable_ha lets the hosts hear each other's heartbeats. */
+#define PEERS_WAIT 10.0
+
+/* After HA is on in the database: every host arms, and every host hears
+ * every other over the network, or HA goes off again. */
+static struct xa_error *
+check_armed(void)
+{
+    struct xa_error *err = NULL;
+    if (!xa_ha_wait_armed(30)) {
+        err = xa_error_new("HA_HEARTBEAT_DAEMON_STARTUP_FAILED", 0);
+    } else {
+        err = xa_ha_wait_peers(PEERS_WAIT);
+    }
+    if (err) {
+        roll_back_enable();
+    }
+    return err;
+}
+
+struct xa_error *
+xa_impl_pool_enable_ha(struct xa_call *call,
+                       const struct xa_value *heartbeat_srs,
+                       const struct xa_value *configuration)
+{
+    XA_UNUSED(call);
+    struct xa_txn *t = xa_db_begin_read();
+    struct xa_error *err = NULL;
+    if (xa_ha_enabled(t)) {
+        err = xa_error_new("HA_IS_ENABLED", 0);
+    } else if (heartbeat_srs->u.arr.n == 0) {
+        err = xa_error_new("HA_HOST_CANNOT_ACCESS_STATEFILE", 0);
+    } else {
+        err = check_hosts_live(t);
+    }
+    for (size_t i = 0; !err && i < heartbeat_srs->u.arr.n; i++) {
+        err = check_statefile_sr(t, heartbeat_srs->u.arr.items[i]->u.str.s);
+    }
+    char *sr = err ? NULL : xa_strdup(heartbeat_srs->u.arr.items[0]->u.str.s);
+    xa_db_end(t);
     if (!err) {
+        err = check_configuration(configuration);
+    }
+    char *statefile = NULL;
+    if (!err) {
+        err = make_statefile(sr, &statefile);
+    }
+    if (!err) {
+        xa_ha_hold_decisions(true);
+        err = record_enabled(statefile, configuration);
+        if (err) {
+            xa_error_free(xa_vdi_remove(statefile));
+        }
+    }
+    if (!err) {
+        xa_log_info(LOG, "HA enabled, statefile %s", statefile);
+        xa_ha_update_plan_fields();
+        err = check_armed();
+    }
+    xa_ha_hold_decisions(false);
+    free(statefile);
+    free(sr);
+    return err;
+}
+
+struct xa_error *
+xa_impl_pool_disable_ha(struct xa_call *call)
+{
+    XA_UNUSED(call);
+    struct xa_value *files = NULL;
+    struct xa_error *err = record_disabled(&files);
+    if (!err) {
+        remove_statefiles(files);
         xa_log_info(LOG, "HA disabled");
     }
     return err;

@@ -10,7 +10,10 @@
  *     (replays);
  *   - writes its slot of the statefile (block 1 + its index, hosts ordered
  *     by uuid) and reads every slot and the decision (block 0).
- * <view> is a bitmap of the hosts it heard over the network within T.
+ * <view> is a bitmap of the hosts it heard over the network within T (at
+ * arming all are presumed heard); a slot also carries the hosts really
+ * heard since arming, which pool.enable_ha checks while it holds
+ * decisions back.
  *
  * Agreement: one host decides - the master (the last decision's, not a
  * host's own database's) while anyone can see it alive, else the
@@ -68,6 +71,7 @@ struct peer {
     uint64_t sf_seq; /* last seq seen in its slot */
     double sf_last;  /* when that seq last changed */
     uint64_t sf_view;
+    uint64_t sf_heard;  /* hosts it has heard over the network since it armed */
     uint64_t sf_fenced; /* decision generation it fenced for, 0: none */
     bool sf_seen;       /* its slot changed since we armed */
 };
@@ -85,9 +89,11 @@ static struct {
     bool started, stop;
     char *bind;
     int port;
-    bool disabled;   /* host.emergency_ha_disable */
-    bool switching;  /* a role change runs on its helper thread */
-    bool restarting; /* restarts run on their helper thread */
+    bool disabled;  /* host.emergency_ha_disable */
+    bool switching; /* a role change runs on its helper thread */
+    bool hold;      /* pool.enable_ha checks the hosts: decide nothing */
+    uint64_t sees[MAX_HOSTS]; /* per host, whom it has heard (lock) */
+    bool restarting;          /* restarts run on their helper thread */
     double prevent_until;
     /* armed state: the thread's own */
     bool armed;
@@ -234,6 +240,8 @@ index_of_uuid(const char *uuid)
 
 /* --- the statefile ---------------------------------------------------------*/
 
+static uint64_t my_heard(double now);
+
 /* Opened for every round, so that losing the storage (an unmounted or
  * covered directory) shows at once. */
 static int
@@ -257,12 +265,12 @@ sf_write_block(int fd, size_t block, const char *text)
 }
 
 static bool
-sf_write_slot(int fd, uint64_t view, uint64_t fenced)
+sf_write_slot(int fd, uint64_t view, uint64_t fenced, uint64_t heard)
 {
     char text[256];
     snprintf(text, sizeof text,
-             "XAHA-SLOT %s %" PRIu64 " %" PRIx64 " %" PRIu64 "\n",
-             ha.peers[ha.self].uuid, ha.seq, view, fenced);
+             "XAHA-SLOT %s %" PRIu64 " %" PRIx64 " %" PRIu64 " %" PRIx64 "\n",
+             ha.peers[ha.self].uuid, ha.seq, view, fenced, heard);
     return sf_write_block(fd, 1 + (size_t)ha.self, text);
 }
 
@@ -270,9 +278,9 @@ static void
 sf_parse_slot(size_t i, const char *b, double now)
 {
     char uuid[64];
-    uint64_t seq, view, fenced;
-    if (sscanf(b, "XAHA-SLOT %63s %" SCNu64 " %" SCNx64 " %" SCNu64, uuid, &seq,
-               &view, &fenced) != 4 ||
+    uint64_t seq, view, fenced, heard;
+    if (sscanf(b, "XAHA-SLOT %63s %" SCNu64 " %" SCNx64 " %" SCNu64 " %" SCNx64,
+               uuid, &seq, &view, &fenced, &heard) != 5 ||
         strcmp(uuid, ha.peers[i].uuid) != 0) {
         return;
     }
@@ -283,6 +291,7 @@ sf_parse_slot(size_t i, const char *b, double now)
         p->sf_seen = true;
     }
     p->sf_view = view;
+    p->sf_heard = heard;
     p->sf_fenced = fenced;
 }
 
@@ -312,7 +321,7 @@ sf_round(uint64_t view, uint64_t fenced, double now)
     if (fd < 0) {
         return false;
     }
-    bool ok = sf_write_slot(fd, view, fenced);
+    bool ok = sf_write_slot(fd, view, fenced, my_heard(now));
     size_t len = (1 + ha.n) * BLOCK;
     char *all = NULL;
     if (ok && posix_memalign((void **)&all, BLOCK, len) == 0) {
@@ -474,6 +483,21 @@ static bool
 sf_live(int i, double now)
 {
     return i == ha.self || now - ha.peers[i].sf_last < ha.timeout;
+}
+
+/* The hosts heard over the network since we armed (ourselves
+ * included), not those merely presumed alive at arming: what
+ * pool.enable_ha checks. */
+static uint64_t
+my_heard(double now)
+{
+    uint64_t v = one(ha.self);
+    for (size_t i = 0; i < ha.n; i++) {
+        if (ha.peers[i].net_seq != 0 && net_live((int)i, now, ha.timeout)) {
+            v |= one((int)i);
+        }
+    }
+    return v;
 }
 
 static uint64_t
@@ -1046,6 +1070,7 @@ arm(const struct ha_conf *c)
     }
     pthread_mutex_lock(&ha.lock);
     ha.armed = true;
+    memset(ha.sees, 0, sizeof ha.sees); /* nobody heard yet */
     pthread_cond_broadcast(&ha.cond);
     pthread_mutex_unlock(&ha.lock);
     xa_log_info(LOG, "armed: %zu hosts, timeout %.1f s, statefile %s", ha.n,
@@ -1072,6 +1097,12 @@ round_once(void)
     if (sf_ok) {
         ha.sf_ok_at = now;
     }
+    pthread_mutex_lock(&ha.lock);
+    for (size_t i = 0; i < ha.n; i++) {
+        ha.sees[i] = (int)i == ha.self ? my_heard(now) : ha.peers[i].sf_heard;
+    }
+    bool hold = ha.hold;
+    pthread_mutex_unlock(&ha.lock);
     if (ha.dec_gen > ha.armed_gen && !bit(ha.dec_live, ha.self)) {
         fence("the pool declared this host dead");
     }
@@ -1082,7 +1113,8 @@ round_once(void)
         }
     }
     int master = current_master();
-    if (decider(master, now) == ha.self && now - ha.sf_ok_at <= window) {
+    if (!hold && decider(master, now) == ha.self &&
+        now - ha.sf_ok_at <= window) {
         decide(master, now);
     }
     follow_master();
@@ -1227,4 +1259,93 @@ xa_ha_wait_armed(double timeout)
         usleep(50 * 1000);
     }
     return false;
+}
+
+void
+xa_ha_hold_decisions(bool hold)
+{
+    pthread_mutex_lock(&ha.lock);
+    ha.hold = hold;
+    pthread_mutex_unlock(&ha.lock);
+}
+
+/* The host that hears the fewest others (lowest index on a tie), or -1
+ * when every host hears every other.  Called with ha.lock held while
+ * armed (ha.peers is stable then). */
+static int
+deafest(void)
+{
+    uint64_t all = ha.n >= 64 ? ~0ULL : (one((int)ha.n) - 1);
+    int worst = -1, fewest = 65;
+    for (size_t i = 0; i < ha.n; i++) {
+        uint64_t s = ha.sees[i] & all;
+        if (s != all && __builtin_popcountll(s) < fewest) {
+            worst = (int)i;
+            fewest = __builtin_popcountll(s);
+        }
+    }
+    return worst;
+}
+
+/* "uuid,uuid,..." of the hosts in 'set'; the caller frees it. */
+static char *
+uuids_of(uint64_t set)
+{
+    size_t len = 1;
+    for (size_t i = 0; i < ha.n; i++) {
+        len += strlen(ha.peers[i].uuid) + 1;
+    }
+    char *out = xa_calloc(1, len);
+    for (size_t i = 0; i < ha.n; i++) {
+        if (bit(set, (int)i)) {
+            if (*out) {
+                strcat(out, ",");
+            }
+            strcat(out, ha.peers[i].uuid);
+        }
+    }
+    return out;
+}
+
+bool
+xa_ha_wait_disarmed(double timeout)
+{
+    struct timespec ts;
+    xa_pool_abstime(&ts, timeout);
+    pthread_mutex_lock(&ha.lock);
+    while (ha.armed && pthread_cond_timedwait(&ha.cond, &ha.lock, &ts) == 0) {
+    }
+    bool done = !ha.armed;
+    pthread_mutex_unlock(&ha.lock);
+    return done;
+}
+
+struct xa_error *
+xa_ha_wait_peers(double timeout)
+{
+    double until = xa_monotonic() + timeout;
+    for (;;) {
+        pthread_mutex_lock(&ha.lock);
+        int worst = ha.armed ? deafest() : -2;
+        struct xa_error *err = NULL;
+        if (worst >= 0 && xa_monotonic() >= until) {
+            uint64_t all = ha.n >= 64 ? ~0ULL : (one((int)ha.n) - 1);
+            char *everyone = uuids_of(all);
+            char *seen = uuids_of(ha.sees[worst] | one(worst));
+            err = xa_error_new("HA_HOST_CANNOT_SEE_PEERS", 3,
+                               ha.peers[worst].ref, everyone, seen);
+            xa_log_warn(LOG, "host %s hears only %s of %s",
+                        ha.peers[worst].address, seen, everyone);
+            free(everyone);
+            free(seen);
+        }
+        pthread_mutex_unlock(&ha.lock);
+        if (worst == -2) {
+            return xa_error_new("HA_HEARTBEAT_DAEMON_STARTUP_FAILED", 0);
+        }
+        if (worst == -1 || err) {
+            return err;
+        }
+        usleep(50 * 1000);
+    }
 }

@@ -94,5 +94,18 @@ void xa_ha_prevent_restarts_for(double seconds);
 /* Master: waits until every host has written its statefile slot since
  * HA was enabled; false after 'timeout' seconds. */
 bool xa_ha_wait_armed(double timeout);
+/* Master, during pool.enable_ha: while held, no host is declared dead
+ * (so that one the others cannot hear is not fenced before enable_ha
+ * gives up on it). */
+void xa_ha_hold_decisions(bool hold);
+/* Master, once armed: waits up to 'timeout' seconds until every host has
+ * heard every other over the network; NULL then, else
+ * HA_HOST_CANNOT_SEE_PEERS(host, all, subset) naming the host that hears
+ * the fewest, 'all' and 'subset' (what it hears, itself included) as
+ * comma-separated host uuids. */
+struct xa_error *xa_ha_wait_peers(double timeout);
+/* Waits up to 'timeout' seconds for this host's daemon to disarm (after
+ * pool.ha_enabled went false); false when it has not. */
+bool xa_ha_wait_disarmed(double timeout);
 
 #endif

@@ -445,6 +445,78 @@ def test_api_and_plan(hapool):
     assert all(h.alive() for h in pool.hosts)
 
 
+def block_heartbeats(host, port):
+    """Drops the UDP heartbeats to and from 'host': in its namespace a
+    blackhole rule for UDP to the heartbeat port, moved ahead of the local
+    table so that it catches what comes in too.  TCP (the pool's link,
+    replication) goes on.  False when the kernel has no such rules."""
+    ns = host.ns
+    r = run("ip", "-n", ns, "rule", "add", "pref", "10", "ipproto", "udp",
+            "dport", str(port), "blackhole", check=False)
+    if r.returncode != 0:
+        return False
+    run("ip", "-n", ns, "rule", "add", "pref", "100", "lookup", "local")
+    run("ip", "-n", ns, "rule", "del", "pref", "0")
+    return True
+
+
+def unblock_heartbeats(host):
+    ns = host.ns
+    run("ip", "-n", ns, "rule", "add", "pref", "0", "lookup", "local")
+    run("ip", "-n", ns, "rule", "del", "pref", "100")
+    run("ip", "-n", ns, "rule", "del", "pref", "10")
+
+
+def test_enable_needs_every_host_up_and_hearing_the_others(hapool):
+    """As xapi: enable_ha refuses a pool with a host down (HOST_OFFLINE),
+    and turns HA off again when a host cannot hear the others
+    (HA_HOST_CANNOT_SEE_PEERS) - fencing nobody on the way."""
+    pool = hapool(3)
+    api = pool.hosts[0].login()
+    p = api.pool.get_all()[0]
+    sr = shared_sr(pool, api)
+    cut = pool.hosts[2]
+    cref = host_by_address(api, cut.address)
+
+    def live():
+        return api.host_metrics.get_live(api.host.get_metrics(cref))
+    pool.net.link(cut.ns, cut.veth, False)
+    try:
+        wait_for(lambda: not live(), timeout=30)
+        e = expect_error(api.pool.enable_ha, [sr], {"timeout": str(TIMEOUT)})
+        assert (e.code, e.params) == ("HOST_OFFLINE", [cref])
+        assert api.pool.get_ha_enabled(p) is False
+    finally:
+        pool.net.link(cut.ns, cut.veth, True)
+    wait_for(live, timeout=30)
+    vdis = set(api.SR.get_VDIs(sr))
+    if not block_heartbeats(cut, pool.ports[1]):
+        pytest.skip("the kernel has no ip rule with ipproto/dport")
+    try:
+        e = expect_error(api.pool.enable_ha, [sr], {"timeout": str(TIMEOUT)})
+        assert e.code == "HA_HOST_CANNOT_SEE_PEERS", e.details
+        everyone = sorted(api.host.get_uuid(h) for h in api.host.get_all())
+        assert e.params[0] == cref
+        assert sorted(e.params[1].split(",")) == everyone
+        assert e.params[2] == api.host.get_uuid(cref)
+        # rolled back: HA off, the statefile gone, every host disarmed
+        assert api.pool.get_ha_enabled(p) is False
+        assert api.pool.get_ha_statefiles(p) == []
+        assert set(api.SR.get_VDIs(sr)) == vdis
+        time.sleep(2 * TIMEOUT)
+        assert all(h.alive() for h in pool.hosts)
+        assert all(h.log_count("fencing this host") == 0
+                   for h in pool.hosts)
+    finally:
+        unblock_heartbeats(cut)
+    # the network mended, the same call works
+    api.pool.enable_ha([sr], {"timeout": str(TIMEOUT)})
+    assert api.pool.get_ha_enabled(p) is True
+    api.pool.disable_ha()
+    time.sleep(2 * TIMEOUT / 10 + 0.5)
+    assert all(h.alive() for h in pool.hosts)
+
+
 def test_kill9_member(hapool):
     pool, api, sr, vms = ha_pool(hapool)
     victim = pool.hosts[2]
