@@ -23,21 +23,12 @@
 #define LOG            "ha"
 #define STATEFILE_SIZE (4 << 20)
 
-static char *
-pool_ref(struct xa_txn *t)
-{
-    struct xa_value *all = xa_db_get_all(t, &xa_cls_pool);
-    char *p = all && all->u.arr.n ? xa_strdup(all->u.arr.items[0]->u.str.s)
-                                  : xa_strdup("OpaqueRef:NULL");
-    xa_value_unref(all);
-    return p;
-}
-
 bool
 xa_ha_enabled(struct xa_txn *t)
 {
-    char *p = pool_ref(t);
-    bool on = xa_api_bool(t, &xa_cls_pool, p, XA_F(xa_cls_pool, "ha_enabled"));
+    char *p = xa_api_pool(t);
+    bool on =
+        p && xa_api_bool(t, &xa_cls_pool, p, XA_F(xa_cls_pool, "ha_enabled"));
     free(p);
     return on;
 }
@@ -144,7 +135,7 @@ static struct xa_error *
 record_enabled(const char *statefile, const struct xa_value *configuration)
 {
     struct xa_txn *t = xa_db_begin_write();
-    char *pool = pool_ref(t);
+    char *pool = xa_api_pool(t);
     struct xa_value *files = xa_array();
     xa_array_append(files, xa_string(statefile));
     struct xa_error *err = xa_api_set(
@@ -214,7 +205,7 @@ record_disabled(struct xa_value **files)
 {
     *files = NULL;
     struct xa_txn *t = xa_db_begin_write();
-    char *pool = pool_ref(t);
+    char *pool = xa_api_pool(t);
     struct xa_error *err = NULL;
     if (!xa_api_bool(t, &xa_cls_pool, pool, XA_F(xa_cls_pool, "ha_enabled"))) {
         err = xa_error_new("HA_NOT_ENABLED", 0);

@@ -137,21 +137,10 @@ first_local_sr(const char *ref, void *ctx)
     return true;
 }
 
-static char *
-the_pool(struct xa_txn *t)
-{
-    struct xa_value *pools = xa_db_get_all(t, &xa_cls_pool);
-    char *p = pools && pools->u.arr.n
-                  ? xa_strdup(pools->u.arr.items[0]->u.str.s)
-                  : NULL;
-    xa_value_unref(pools);
-    return p;
-}
-
 char *
 xa_sr_default(struct xa_txn *t)
 {
-    char *pool = the_pool(t);
+    char *pool = xa_api_pool(t);
     if (pool) {
         const char *sr =
             xa_api_str(t, &xa_cls_pool, pool, XA_F(xa_cls_pool, "default_SR"));
@@ -855,7 +844,7 @@ xa_sr_ensure_local(void)
     } else {
         xa_value_unref(prec);
     }
-    char *pool = err ? NULL : the_pool(t);
+    char *pool = err ? NULL : xa_api_pool(t);
     if (!err && pool) {
         static const char *const pool_fields[] = {
             "default_SR", "suspend_image_SR", "crash_dump_SR"};

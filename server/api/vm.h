@@ -49,6 +49,8 @@ int xa_api_field(const struct xa_class_desc *cls, const char *name);
         })
 #endif
 
+/* The pool object's ref (caller frees), NULL when the database has none. */
+char *xa_api_pool(struct xa_txn *t);
 /* Borrowed reads of stored fields: "" / 0 / false when the row or value is
  * missing.  Valid until the transaction ends or the field is written. */
 const char *xa_api_str(struct xa_txn *t, const struct xa_class_desc *cls,

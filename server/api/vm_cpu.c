@@ -61,9 +61,7 @@ cpu_info_get(struct xa_txn *t, const struct xa_class_desc *cls, const char *ref,
 struct xa_error *
 xa_vm_cpu_flags_boot(struct xa_txn *t, const char *vm)
 {
-    struct xa_value *pools = xa_db_get_all(t, &xa_cls_pool);
-    const char *pool =
-        pools && pools->u.arr.n ? pools->u.arr.items[0]->u.str.s : NULL;
+    char *pool = xa_api_pool(t);
     const char *vendor =
         pool ? cpu_info_get(t, &xa_cls_pool, pool, "vendor") : NULL;
     const char *features =
@@ -73,7 +71,7 @@ xa_vm_cpu_flags_boot(struct xa_txn *t, const char *vm)
         xa_struct_add(flags, "vendor", xa_string(vendor));
         xa_struct_add(flags, "features", xa_string(features));
     }
-    xa_value_unref(pools);
+    free(pool);
     return xa_api_set(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "last_boot_CPU_flags"),
                       flags);
 }
@@ -167,11 +165,10 @@ xa_pool_cpu_level(struct xa_txn *t)
 {
     static const char *const keys[] = {"features_pv", "features_hvm",
                                        "features_pv_host", "features_hvm_host"};
-    struct xa_value *pools = xa_db_get_all(t, &xa_cls_pool);
+    char *pool = xa_api_pool(t);
     struct xa_value *hosts = xa_db_get_all(t, &xa_cls_host);
     struct xa_error *err = NULL;
-    if (pools && pools->u.arr.n && hosts && hosts->u.arr.n) {
-        const char *pool = pools->u.arr.items[0]->u.str.s;
+    if (pool && hosts && hosts->u.arr.n) {
         struct xa_value *old = xa_db_get_field(t, &xa_cls_pool, pool,
                                                XA_F(xa_cls_pool, "cpu_info"));
         struct xa_value *info = xa_struct();
@@ -195,7 +192,7 @@ xa_pool_cpu_level(struct xa_txn *t)
         err = xa_api_set(t, &xa_cls_pool, pool, XA_F(xa_cls_pool, "cpu_info"),
                          info);
     }
-    xa_value_unref(pools);
+    free(pool);
     xa_value_unref(hosts);
     return err;
 }

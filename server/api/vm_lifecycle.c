@@ -1525,17 +1525,11 @@ xa_impl_VM_unpause(struct xa_call *call, const char *vm)
 static char *
 suspend_sr(struct xa_txn *t)
 {
-    struct xa_value *pools = xa_db_get_all(t, &xa_cls_pool);
-    char *sr = NULL;
-    if (pools && pools->u.arr.n > 0) {
-        const char *s =
-            xa_api_str(t, &xa_cls_pool, pools->u.arr.items[0]->u.str.s,
-                       XA_F(xa_cls_pool, "suspend_image_SR"));
-        if (xa_db_exists(t, &xa_cls_SR, s)) {
-            sr = xa_strdup(s);
-        }
-    }
-    xa_value_unref(pools);
+    char *pool = xa_api_pool(t);
+    const char *s = xa_api_str(t, &xa_cls_pool, pool,
+                               XA_F(xa_cls_pool, "suspend_image_SR"));
+    char *sr = xa_db_exists(t, &xa_cls_SR, s) ? xa_strdup(s) : NULL;
+    free(pool);
     return sr ? sr : xa_sr_default(t);
 }
 

@@ -617,16 +617,11 @@ tuning(const struct xa_value *options, const char *key)
     }
     char *pk = xa_asprintf("migration_%s", key);
     struct xa_txn *t = xa_db_begin_read();
-    struct xa_value *pools = xa_db_get_all(t, &xa_cls_pool);
-    int64_t r = 0;
-    if (pools && pools->u.arr.n > 0) {
-        const struct xa_value *oc =
-            xa_db_peek_field(t, &xa_cls_pool, pools->u.arr.items[0]->u.str.s,
-                             XA_F(xa_cls_pool, "other_config"));
-        const char *pv = oc ? xa_struct_get_str(oc, pk) : NULL;
-        r = pv ? atoll(pv) : 0;
-    }
-    xa_value_unref(pools);
+    char *pool = xa_api_pool(t);
+    const char *pv = xa_api_map_get(t, &xa_cls_pool, pool,
+                                    XA_F(xa_cls_pool, "other_config"), pk);
+    int64_t r = pv ? atoll(pv) : 0;
+    free(pool);
     xa_db_end(t);
     free(pk);
     return r;
@@ -1339,16 +1334,14 @@ xa_impl_host_migrate_receive(struct xa_call *call, const char *host,
         return err;
     }
     char *addr = xa_strdup(host_address(t, host));
-    struct xa_value *pools = xa_db_get_all(t, &xa_cls_pool);
+    char *pool = xa_api_pool(t);
     const char *master =
-        pools && pools->u.arr.n
-            ? xa_api_str(t, &xa_cls_pool, pools->u.arr.items[0]->u.str.s,
-                         XA_F(xa_cls_pool, "master"))
-            : host;
+        pool ? xa_api_str(t, &xa_cls_pool, pool, XA_F(xa_cls_pool, "master"))
+             : host;
     char *master_addr = xa_strdup(host_address(t, master));
-    xa_value_unref(pools);
     char *fp = host_fingerprint(t, host);
     char *mfp = host_fingerprint(t, master);
+    free(pool);
     xa_db_end(t);
     const char *session = call->session_ref ? call->session_ref : "";
     if (*session) {

@@ -18,6 +18,16 @@ xa_api_field(const struct xa_class_desc *cls, const char *name)
     return i;
 }
 
+char *
+xa_api_pool(struct xa_txn *t)
+{
+    struct xa_value *all = xa_db_get_all(t, &xa_cls_pool);
+    char *p =
+        all && all->u.arr.n ? xa_strdup(all->u.arr.items[0]->u.str.s) : NULL;
+    xa_value_unref(all);
+    return p;
+}
+
 const char *
 xa_api_str(struct xa_txn *t, const struct xa_class_desc *cls, const char *ref,
            int field)

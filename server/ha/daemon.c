@@ -147,9 +147,7 @@ read_conf(struct ha_conf *c)
 {
     memset(c, 0, sizeof *c);
     struct xa_txn *t = xa_db_begin_read();
-    struct xa_value *pools = xa_db_get_all(t, &xa_cls_pool);
-    const char *p =
-        pools && pools->u.arr.n ? pools->u.arr.items[0]->u.str.s : NULL;
+    char *p = xa_api_pool(t);
     if (p) {
         c->enabled =
             xa_api_bool(t, &xa_cls_pool, p, XA_F(xa_cls_pool, "ha_enabled"));
@@ -168,7 +166,7 @@ read_conf(struct ha_conf *c)
         c->master = xa_strdup(
             xa_api_str(t, &xa_cls_pool, p, XA_F(xa_cls_pool, "master")));
     }
-    xa_value_unref(pools);
+    free(p);
     xa_db_end(t);
 }
 

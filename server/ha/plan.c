@@ -226,30 +226,21 @@ xa_ha_plan_max_failures(const struct xa_ha_plan *p)
 
 /* --- checks and the pool's fields ----------------------------------------*/
 
-static const char *
-the_pool(struct xa_txn *t, struct xa_value **all)
-{
-    *all = xa_db_get_all(t, &xa_cls_pool);
-    return *all && (*all)->u.arr.n ? (*all)->u.arr.items[0]->u.str.s : NULL;
-}
-
 struct xa_error *
 xa_ha_check_plan(struct xa_txn *t, const char *vm, const char *host,
                  const char *priority)
 {
-    struct xa_value *pools = NULL;
-    const char *pool = the_pool(t, &pools);
-    if (!pool ||
-        !xa_api_bool(t, &xa_cls_pool, pool, XA_F(xa_cls_pool, "ha_enabled")) ||
+    char *pool = xa_api_pool(t);
+    if (!xa_api_bool(t, &xa_cls_pool, pool, XA_F(xa_cls_pool, "ha_enabled")) ||
         xa_api_bool(t, &xa_cls_pool, pool,
                     XA_F(xa_cls_pool, "ha_allow_overcommit"))) {
-        xa_value_unref(pools);
+        free(pool);
         return NULL;
     }
     int64_t ntol =
         xa_api_int(t, &xa_cls_pool, pool,
                    XA_F(xa_cls_pool, "ha_host_failures_to_tolerate"));
-    xa_value_unref(pools);
+    free(pool);
     struct xa_ha_plan p;
     xa_ha_plan_read(t, NULL, &p);
     int i = xa_ha_plan_vm_index(&p, vm);
@@ -279,16 +270,12 @@ void
 xa_ha_update_plan_fields(void)
 {
     struct xa_txn *t = xa_db_begin_read();
-    struct xa_value *pools = NULL;
-    const char *pool = the_pool(t, &pools);
-    if (!pool ||
-        !xa_api_bool(t, &xa_cls_pool, pool, XA_F(xa_cls_pool, "ha_enabled"))) {
-        xa_value_unref(pools);
+    char *pref = xa_api_pool(t);
+    if (!xa_api_bool(t, &xa_cls_pool, pref, XA_F(xa_cls_pool, "ha_enabled"))) {
+        free(pref);
         xa_db_end(t);
         return;
     }
-    char *pref = xa_strdup(pool);
-    xa_value_unref(pools);
     int64_t ntol =
         xa_api_int(t, &xa_cls_pool, pref,
                    XA_F(xa_cls_pool, "ha_host_failures_to_tolerate"));
