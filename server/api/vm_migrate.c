@@ -501,7 +501,8 @@ xa_impl_host_migrate_in(struct xa_call *call, const char *host, const char *vm,
         xa_array_append(p, xa_string(host));
         xa_array_append(p, xa_string(vm));
         xa_array_append(p, xa_string(phase));
-        return xa_pool_call_host(host, "migrate", "host.migrate_in", p, ret);
+        return xa_pool_call_host(host, "migrate", "host.migrate_in", p, NULL,
+                                 ret);
     }
     if (strcmp(host, xa_self_host()) != 0) {
         return xa_error_new("VM_NOT_RESIDENT_HERE", 2, vm, host);
@@ -557,7 +558,7 @@ dest_phase(const char *host, const char *vm, const char *phase, char **url)
     xa_array_append(p, xa_string(phase));
     struct xa_value *r = NULL;
     struct xa_error *err =
-        xa_pool_call_host(host, "migrate", "host.migrate_in", p, &r);
+        xa_pool_call_host(host, "migrate", "host.migrate_in", p, NULL, &r);
     if (!err && url) {
         *url = xa_strdup(r && xa_value_str(r) ? xa_value_str(r) : "");
     }
@@ -1173,12 +1174,13 @@ xa_impl_VM_assert_can_migrate_sender(struct xa_call *call, const char *vm,
     return err;
 }
 
-/* VM.migrate_send run by pool host 'from' instead. */
+/* VM.migrate_send run by pool host 'from' instead, for the caller's task
+ * (the host moves its progress and current_operations). */
 static struct xa_error *
-forward_send(const char *from, const char *vm, const struct xa_value *dest,
-             bool live, const struct xa_value *vdi_map,
-             const struct xa_value *vif_map, const struct xa_value *options,
-             struct xa_value **ret)
+forward_send(struct xa_call *call, const char *from, const char *vm,
+             const struct xa_value *dest, bool live,
+             const struct xa_value *vdi_map, const struct xa_value *vif_map,
+             const struct xa_value *options, struct xa_value **ret)
 {
     struct xa_value *p = xa_array();
     xa_array_append(p, xa_string(vm));
@@ -1190,7 +1192,8 @@ forward_send(const char *from, const char *vm, const struct xa_value *dest,
     xa_array_append(p, xa_struct());
     struct xa_value *r = NULL;
     struct xa_error *err =
-        xa_pool_call_host(from, "migrate", "VM.migrate_send", p, &r);
+        xa_pool_call_host(from, "migrate", "VM.migrate_send", p,
+                          call ? call->task_ref : NULL, &r);
     if (!err) {
         *ret = r ? r : xa_string(vm);
     } else {
@@ -1229,8 +1232,8 @@ xa_impl_VM_migrate_send(struct xa_call *call, const char *vm,
         xa_sxm_out_free(disks);
         xa_db_end(t);
         if (from && strcmp(from, xa_self_host()) != 0) {
-            err = forward_send(from, vm, dest, live, vdi_map, vif_map, options,
-                               ret);
+            err = forward_send(call, from, vm, dest, live, vdi_map, vif_map,
+                               options, ret);
             free(from);
             return err;
         }
@@ -1265,8 +1268,8 @@ xa_impl_VM_migrate_send(struct xa_call *call, const char *vm,
     }
     if (halted && strcmp(from, xa_self_host()) != 0) {
         xa_sxm_out_free(sxm);
-        err =
-            forward_send(from, vm, dest, live, vdi_map, vif_map, options, ret);
+        err = forward_send(call, from, vm, dest, live, vdi_map, vif_map,
+                           options, ret);
         free(from);
         return err;
     }
@@ -2070,7 +2073,8 @@ move_run(void *arg)
     xa_array_append(p, xa_string(m->vm));
     xa_array_append(p, xa_string(m->dest));
     xa_array_append(p, xa_struct());
-    m->err = xa_pool_call_host(m->source, m->kind, "VM.pool_migrate", p, NULL);
+    m->err =
+        xa_pool_call_host(m->source, m->kind, "VM.pool_migrate", p, NULL, NULL);
     return NULL;
 }
 

@@ -33,9 +33,12 @@ struct xa_error *xa_vm_migrate_arrived(const char *vm,
 
 /* server/pool/migrate.c: calls 'method' on pool host 'host' over the
  * link of purpose 'kind' (separate kinds run in parallel); takes
- * 'params'.  CANNOT_CONTACT_HOST when the link fails. */
+ * 'params'.  'task' (NULL: none) is the caller's task, which the host
+ * updates while it works (XA_CALL_TASK_HEADER).  CANNOT_CONTACT_HOST when
+ * the link fails. */
 struct xa_error *xa_pool_call_host(const char *host, const char *kind,
                                    const char *method, struct xa_value *params,
+                                   const char *task,
                                    struct xa_value **ret) XA_WARN_UNUSED;
 
 /* server/pool/mig_stream.c: the migration stream over a dedicated TLS

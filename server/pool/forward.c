@@ -317,6 +317,9 @@ enum target {
     T_PBD_HOST,    /* arg 0 is a PBD: its host */
     T_PIF_HOST,    /* arg 0 is a PIF: its host */
     T_ARG1_HOST,   /* arg 1 is the host (start_on, resume_on) */
+    T_SR_HOST,     /* arg 0 is an SR: a host that has it (sr_host) */
+    T_VDI_SR_HOST, /* arg 0 is a VDI: a host that has its SR */
+    T_REC_SR_HOST, /* arg 0 is a record naming an SR (VDI.create) */
     T_PLACE,       /* VM.start: placement decides */
 };
 
@@ -351,6 +354,13 @@ static const struct {
     {"PIF.plug", T_PIF_HOST}, /* its bridge, address and DHCP client */
     {"PIF.unplug", T_PIF_HOST},
     {"PIF.reconfigure_ip", T_PIF_HOST},
+    /* storage work runs where the SR is (a member's local SR there) */
+    {"SR.scan", T_SR_HOST},
+    {"VDI.create", T_REC_SR_HOST},
+    {"VDI.destroy", T_VDI_SR_HOST},
+    {"VDI.resize", T_VDI_SR_HOST},
+    {"VDI.clone", T_VDI_SR_HOST},
+    {"VDI.snapshot", T_VDI_SR_HOST},
 };
 
 static bool
@@ -360,6 +370,46 @@ is_pool(void)
     bool many = xa_db_count(t, &xa_cls_host) > 1;
     xa_db_end(t);
     return many;
+}
+
+struct sr_host_find {
+    struct xa_txn *t;
+    const char *sr;
+    char *host;
+    bool attached; /* 'host' has the SR plugged */
+};
+
+static bool
+sr_host_step(const char *pbd, void *ctx)
+{
+    struct sr_host_find *f = ctx;
+    if (strcmp(xa_api_str(f->t, &xa_cls_PBD, pbd, XA_F(xa_cls_PBD, "SR")),
+               f->sr) != 0) {
+        return true;
+    }
+    const char *h =
+        xa_api_str(f->t, &xa_cls_PBD, pbd, XA_F(xa_cls_PBD, "host"));
+    bool plugged = xa_api_bool(f->t, &xa_cls_PBD, pbd,
+                               XA_F(xa_cls_PBD, "currently_attached"));
+    bool mine = strcmp(h, xa_self_host()) == 0;
+    if (mine || !f->host || (plugged && !f->attached)) {
+        free(f->host);
+        f->host = xa_strdup(h);
+        f->attached = plugged;
+    }
+    return !mine;
+}
+
+/* Where an SR's work runs: here when this host has a PBD for it (shared
+ * SRs, the master's own), else a host whose PBD is plugged (a member's
+ * local SR), else any host with a PBD; NULL without one (the call then
+ * answers for itself). */
+static char *
+sr_host(struct xa_txn *t, const char *sr)
+{
+    struct sr_host_find f = {t, sr, NULL, false};
+    xa_db_foreach(t, &xa_cls_PBD, sr_host_step, &f);
+    return f.host;
 }
 
 static char *
@@ -459,7 +509,7 @@ xa_pool_forward(struct xa_call *call, struct xa_value *const *args,
     char *host = NULL;
     struct xa_error *err = NULL;
     struct xa_txn *t = xa_db_begin_read();
-    const char *a0 = args[0]->u.str.s;
+    const char *a0 = args[0]->kind == XA_STRING ? args[0]->u.str.s : "";
     switch (tg) {
     case T_VM_RESIDENT:
         host = resident_of(t, a0);
@@ -483,6 +533,18 @@ xa_pool_forward(struct xa_call *call, struct xa_value *const *args,
     case T_ARG1_HOST:
         host = xa_strdup(args[1]->u.str.s);
         break;
+    case T_SR_HOST:
+        host = sr_host(t, a0);
+        break;
+    case T_VDI_SR_HOST:
+        host =
+            sr_host(t, xa_api_str(t, &xa_cls_VDI, a0, XA_F(xa_cls_VDI, "SR")));
+        break;
+    case T_REC_SR_HOST: {
+        const char *sr = xa_struct_get_str(args[0], "SR");
+        host = sr ? sr_host(t, sr) : NULL;
+        break;
+    }
     default:
         break;
     }

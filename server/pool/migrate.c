@@ -19,7 +19,8 @@
 
 struct xa_error *
 xa_pool_call_host(const char *host, const char *kind, const char *method,
-                  struct xa_value *params, struct xa_value **ret)
+                  struct xa_value *params, const char *task,
+                  struct xa_value **ret)
 {
     if (ret) {
         *ret = NULL;
@@ -34,10 +35,17 @@ xa_pool_call_host(const char *host, const char *kind, const char *method,
         xa_value_unref(params);
         return xa_error_internal("no link to host %s", host);
     }
+    /* the host updates the task through its replica: it must hold the
+     * task's row first (as for any forwarded call) */
+    if (task && xa_pool_role() == XA_POOL_MASTER &&
+        !xa_pool_wait_member(host, xa_db_generation(), 5)) {
+        xa_log_warn(LOG, "%s on %s: its replica lags; task %s may not move",
+                    method, addr, task);
+    }
     struct xa_value *r = NULL;
     xa_log_debug(LOG, "%s on %s", method, addr);
     struct xa_error *err =
-        xa_pool_link_call(addr, kind, method, params, &r, false, 0);
+        xa_pool_link_forward(addr, kind, method, params, task, &r);
     free(addr);
     if (err && strncmp(err->code, "CLIENT_", 7) == 0) {
         xa_log_warn(LOG, "%s on %s: %s", method, host, err->code);

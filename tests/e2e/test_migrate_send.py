@@ -155,6 +155,56 @@ def test_storage_motion_halted(pool):
     assert content(hosts[0], api, back) == data
 
 
+def test_member_sr_work_runs_on_the_member(pool):
+    """VDI.create and VDI.destroy on a member's local SR, called on the
+    master, run on the member (the master has no PBD for it)."""
+    hosts, api, (a, b) = formed(pool, [{}, {}])
+    sr_b = local_sr(api, b)
+    vdi = api.VDI.create({"SR": sr_b, "virtual_size": str(MIB),
+                          "name_label": "on b", "type": "user",
+                          "sharable": False, "read_only": False,
+                          "other_config": {}})
+    assert api.VDI.get_SR(vdi) == sr_b
+    assert content(hosts[1], api, vdi) == bytes(MIB)  # b's SR holds it
+    api.SR.scan(sr_b)
+    assert vdi in api.SR.get_VDIs(sr_b)
+    api.VDI.destroy(vdi)
+    assert gone(api, vdi)
+
+
+def test_forwarded_send_runs_for_the_callers_task(pool):
+    """A halted VM's disks leave from the host whose SR holds them: the
+    master forwards VM.migrate_send there, and that host works for the
+    caller's task (its current_operations key, its progress), as a
+    forwarded pool_migrate does."""
+    hosts, api, (a, b) = formed(pool, [{}, {}])
+    sr_a, sr_b = local_sr(api, a), local_sr(api, b)
+    data = pattern(96 * MIB, 7)
+    vdi = disk_with(api, hosts[0], sr_a, data)
+    vm = vm_with_disk(api, "parked", vdi)
+    net = api.network.get_all()[0]
+    api.VM.migrate_send(vm, api.host.migrate_receive(b, net, {}), False,
+                        {vdi: sr_b}, {}, {})
+    on_b = the_disk(api, vm)
+    task = api.Async.VM.migrate_send(vm, api.host.migrate_receive(a, net, {}),
+                                     False, {on_b: sr_a}, {}, {})
+    progress, op_keys = set(), set()
+    deadline = time.monotonic() + 60
+    while (api.task.get_status(task) == "pending"
+           and time.monotonic() < deadline):
+        progress.add(api.task.get_progress(task))
+        op_keys.update(api.VM.get_current_operations(vm))
+        time.sleep(0.01)
+    assert api.task.get_status(task) == "success", \
+        api.task.get_error_info(task)
+    print("progress sampled: %s, operations %s" % (sorted(progress), op_keys))
+    assert op_keys == {task}, op_keys
+    assert any(0 < p < 1 for p in progress), sorted(progress)
+    back = the_disk(api, vm)
+    assert api.VDI.get_SR(back) == sr_a and gone(api, on_b)
+    assert content(hosts[0], api, back) == data
+
+
 def test_storage_motion_failure_leaves_the_source(pool):
     # the destination fails the copies once they came: all undone
     hosts, api, (a, b) = formed(pool, [{}, {"XAPID_MIG_FAULTS": "disks:1"}])
