@@ -4,6 +4,7 @@ test_storage_motion_kvm.py)."""
 
 import hashlib
 import http.client
+import time
 import urllib.parse
 
 import poollib
@@ -120,3 +121,17 @@ def gone(api, vdi):
     except Exception as e:  # noqa: BLE001 - HANDLE_INVALID expected
         return "HANDLE_INVALID" in str(e)
     return False
+
+
+def watch_task(api, task, vm, timeout=60, every=0.05):
+    """Samples the task's progress and the keys of the VM's
+    current_operations until the task is no longer pending (or
+    'timeout'): (set of progress values, set of operation keys)."""
+    progress, op_keys = set(), set()
+    deadline = time.monotonic() + timeout
+    while (api.task.get_status(task) == "pending"
+           and time.monotonic() < deadline):
+        progress.add(api.task.get_progress(task))
+        op_keys.update(api.VM.get_current_operations(vm))
+        time.sleep(every)
+    return progress, op_keys

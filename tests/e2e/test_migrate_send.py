@@ -10,7 +10,7 @@ import time
 
 import xapilib
 from migratelib import (add_host, content, disk_with, formed, gone,
-                        local_sr, pattern, the_disk)
+                        local_sr, pattern, the_disk, watch_task)
 from poollib import wait_for
 from xapilib import expect_error
 
@@ -188,13 +188,7 @@ def test_forwarded_send_runs_for_the_callers_task(pool):
     on_b = the_disk(api, vm)
     task = api.Async.VM.migrate_send(vm, api.host.migrate_receive(a, net, {}),
                                      False, {on_b: sr_a}, {}, {})
-    progress, op_keys = set(), set()
-    deadline = time.monotonic() + 60
-    while (api.task.get_status(task) == "pending"
-           and time.monotonic() < deadline):
-        progress.add(api.task.get_progress(task))
-        op_keys.update(api.VM.get_current_operations(vm))
-        time.sleep(0.01)
+    progress, op_keys = watch_task(api, task, vm, every=0.01)
     assert api.task.get_status(task) == "success", \
         api.task.get_error_info(task)
     print("progress sampled: %s, operations %s" % (sorted(progress), op_keys))

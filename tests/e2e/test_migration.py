@@ -233,13 +233,7 @@ def test_forwarded_task_is_updated_by_the_member(pool):
     vm = small_vm(api, "watched")
     api.VM.start_on(vm, b, False, False)
     task = api.Async.VM.pool_migrate(vm, c, {})
-    progress, op_keys = set(), set()
-    deadline = time.monotonic() + 30
-    while (api.task.get_status(task) == "pending"
-           and time.monotonic() < deadline):
-        progress.add(api.task.get_progress(task))
-        op_keys.update(api.VM.get_current_operations(vm))
-        time.sleep(0.05)
+    progress, op_keys = migratelib.watch_task(api, task, vm, timeout=30)
     assert api.task.get_status(task) == "success", \
         api.task.get_error_info(task)
     print("progress sampled: %s" % sorted(progress))
