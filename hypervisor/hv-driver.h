@@ -191,7 +191,9 @@ struct xa_hv_driver {
     struct xa_error *(*console)(const char *uuid, enum xa_hv_console_kind kind,
                                 char **endpoint);
 
-    /* Hot-plug on a running domain. */
+    /* Hot-plug on a running domain.  An unplug the guest does not allow
+     * answers DEVICE_DETACH_REJECTED("", device, reason); the core puts
+     * in the device's class and ref (xa_hv_name_detach). */
     struct xa_error *(*plug_disk)(const char *uuid,
                                   const struct xa_hv_disk *disk);
     struct xa_error *(*unplug_disk)(const char *uuid, const char *device);

@@ -256,6 +256,19 @@ xa_hv_unplug_nic(const char *what, const char *uuid, const char *device)
 }
 
 struct xa_error *
+xa_hv_name_detach(struct xa_error *err, const char *cls, const char *ref)
+{
+    if (!err || strcmp(err->code, "DEVICE_DETACH_REJECTED") != 0) {
+        return err;
+    }
+    struct xa_error *named =
+        xa_error_new("DEVICE_DETACH_REJECTED", 3, cls, ref,
+                     err->n_params > 2 ? err->params[2] : "");
+    xa_error_free(err);
+    return named;
+}
+
+struct xa_error *
 xa_hv_set_memory_target(const char *what, const char *uuid, int64_t bytes)
 {
     NEED(set_memory_target, what);

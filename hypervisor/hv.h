@@ -64,6 +64,11 @@ struct xa_error *xa_hv_plug_nic(const char *what, const char *uuid,
                                 const struct xa_hv_nic *nic);
 struct xa_error *xa_hv_unplug_nic(const char *what, const char *uuid,
                                   const char *device);
+/* A driver's DEVICE_DETACH_REJECTED names no device: the caller's class
+ * ('cls', "VBD" or "VIF") and 'ref' go in, the reason stays.  Takes
+ * 'err' (NULL passes through); any other error is returned as it is. */
+struct xa_error *xa_hv_name_detach(struct xa_error *err, const char *cls,
+                                   const char *ref);
 struct xa_error *xa_hv_set_memory_target(const char *what, const char *uuid,
                                          int64_t bytes);
 

@@ -2322,7 +2322,10 @@ hotplug_device(struct xa_qmp *q, json_object *props, const char *port,
     return xa_qmp_call(q, "device_add", props, QMP_TIMEOUT, NULL);
 }
 
-/* device_del of 'id', then waits for the guest to let it go. */
+/* device_del of 'id', then waits for the guest to let it go (PCIe
+ * hot-plug in the guest); DEVICE_DETACH_REJECTED when it does not in
+ * UNPLUG_TIMEOUT.  QEMU keeps the request: a guest that acts later still
+ * removes the device. */
 static struct xa_error *
 unplug_device(struct xa_qmp *q, const char *uuid, const char *id)
 {
@@ -2334,9 +2337,10 @@ unplug_device(struct xa_qmp *q, const char *uuid, const char *id)
         double left = deadline - xa_monotonic();
         json_object *data = NULL;
         if (left <= 0 || !xa_qmp_wait_event(q, "DEVICE_DELETED", left, &data)) {
-            err = xa_error_internal("VM %s: the guest did not release device "
-                                    "%s (no hot-plug support in the guest?)",
-                                    uuid, id);
+            xa_log_warn(MOD, "VM %s: the guest did not release %s", uuid, id);
+            err = xa_error_new("DEVICE_DETACH_REJECTED", 3, "", id,
+                               "the guest did not release the device (no "
+                               "PCIe hot-plug support in the guest?)");
             break;
         }
         const char *dev = json_str(data, "device");

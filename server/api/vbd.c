@@ -323,7 +323,8 @@ vbd_plug_unplug(struct xa_call *call, const char *vbd, bool attach)
             struct xa_hv_disk disk = {dev, path, format, ro, cd, false};
             err = xa_hv_plug_disk(call->msg->wire, uuid, &disk);
         } else {
-            err = xa_hv_unplug_disk(call->msg->wire, uuid, dev);
+            err = xa_hv_name_detach(
+                xa_hv_unplug_disk(call->msg->wire, uuid, dev), "VBD", vbd);
         }
     }
     if (!err) {

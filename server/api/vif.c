@@ -259,7 +259,8 @@ vif_plug_unplug(struct xa_call *call, const char *vif, bool attach)
             struct xa_hv_nic nic = {dev, mac, bridge, mtu};
             err = xa_hv_plug_nic(call->msg->wire, uuid, &nic);
         } else {
-            err = xa_hv_unplug_nic(call->msg->wire, uuid, dev);
+            err = xa_hv_name_detach(
+                xa_hv_unplug_nic(call->msg->wire, uuid, dev), "VIF", vif);
         }
     }
     if (!err) {

@@ -19,7 +19,7 @@ import pytest
 import ovs_env
 import xapilib
 from guestlib import MIB, pv_vm, qemu_pids, qemu_procs
-from xapilib import XapiError
+from xapilib import XapiError, expect_error
 
 if not shutil.which("qemu-system-x86_64"):
     pytest.skip("qemu-system-x86_64 is not installed (qemu-system-x86)",
@@ -301,8 +301,8 @@ def test_tiny_hotplug(server, api, guests, ovs):
     """VBD.plug and VIF.plug on a running VM (q35: into the PCIe root
     ports kept for them): QEMU gets the devices, the new tap lands on the
     bridge, suspend + resume keeps them; the tiny guest has no hot-plug
-    driver, so unplug is left to the Linux guest; the shutdown takes the
-    hot-plugged tap away."""
+    driver, so its unplug is refused as xapi refuses it (the Linux guest
+    shows a real unplug); the shutdown takes the hot-plugged tap away."""
     net = api.network.create({"name_label": "kvm-hotplug",
                               "name_description": "", "MTU": "1500",
                               "other_config": {}})
@@ -337,6 +337,12 @@ def test_tiny_hotplug(server, api, guests, ovs):
     assert {"vbd1", "nic0"} <= devs, devs
     tap = "tap%s.0" % api.VM.get_domid(vm)
     assert tap_exists(ovs, tap)
+    # the tiny guest never lets a device go: xapi's answer, and the disk
+    # is still attached
+    e = expect_error(api.VBD.unplug, vbd)
+    assert e.details[:3] == ["DEVICE_DETACH_REJECTED", "VBD", vbd], e.details
+    assert "hot-plug" in e.details[3]
+    assert api.VBD.get_currently_attached(vbd)
     api.VM.hard_shutdown(vm)
     assert not qemu_procs(server.state_dir)
     assert not tap_exists(ovs, tap), "stray tap " + tap
