@@ -356,6 +356,8 @@ static const struct {
     {"PIF.reconfigure_ip", T_PIF_HOST},
     /* storage work runs where the SR is (a member's local SR there) */
     {"SR.scan", T_SR_HOST},
+    {"SR.update", T_SR_HOST},
+    {"VDI.update", T_VDI_SR_HOST},
     {"VDI.create", T_REC_SR_HOST},
     {"VDI.destroy", T_VDI_SR_HOST},
     {"VDI.resize", T_VDI_SR_HOST},

@@ -156,8 +156,9 @@ def test_storage_motion_halted(pool):
 
 
 def test_member_sr_work_runs_on_the_member(pool):
-    """VDI.create and VDI.destroy on a member's local SR, called on the
-    master, run on the member (the master has no PBD for it)."""
+    """VDI.create, SR.scan/update, VDI.update and VDI.destroy on a
+    member's local SR, called on the master, run on the member (the master
+    has no PBD for it)."""
     hosts, api, (a, b) = formed(pool, [{}, {}])
     sr_b = local_sr(api, b)
     vdi = api.VDI.create({"SR": sr_b, "virtual_size": str(MIB),
@@ -167,6 +168,8 @@ def test_member_sr_work_runs_on_the_member(pool):
     assert api.VDI.get_SR(vdi) == sr_b
     assert content(hosts[1], api, vdi) == bytes(MIB)  # b's SR holds it
     api.SR.scan(sr_b)
+    api.SR.update(sr_b)
+    api.VDI.update(vdi)
     assert vdi in api.SR.get_VDIs(sr_b)
     api.VDI.destroy(vdi)
     assert gone(api, vdi)
