@@ -320,6 +320,8 @@ enum target {
     T_SR_HOST,     /* arg 0 is an SR: a host that has it (sr_host) */
     T_VDI_SR_HOST, /* arg 0 is a VDI: a host that has its SR */
     T_REC_SR_HOST, /* arg 0 is a record naming an SR (VDI.create) */
+    T_VM_DISKS,    /* arg 0 is a VM: vm_disks_host (arg 2: an SR too) */
+    T_VDI_COPY,    /* VDI.copy: a host that has both SRs */
     T_PLACE,       /* VM.start: placement decides */
 };
 
@@ -363,6 +365,11 @@ static const struct {
     {"VDI.resize", T_VDI_SR_HOST},
     {"VDI.clone", T_VDI_SR_HOST},
     {"VDI.snapshot", T_VDI_SR_HOST},
+    {"VDI.copy", T_VDI_COPY},
+    {"VM.clone", T_VM_DISKS},
+    {"VM.snapshot", T_VM_DISKS},
+    {"VM.copy", T_VM_DISKS},
+    {"VM.revert", T_VM_DISKS},
 };
 
 static bool
@@ -374,44 +381,134 @@ is_pool(void)
     return many;
 }
 
-struct sr_host_find {
+struct pbd_row {
+    const char *host, *sr; /* borrowed from the transaction */
+    bool plugged;
+};
+
+struct pbd_rows {
     struct xa_txn *t;
-    const char *sr;
-    char *host;
-    bool attached; /* 'host' has the SR plugged */
+    struct pbd_row *v;
+    size_t n;
 };
 
 static bool
-sr_host_step(const char *pbd, void *ctx)
+pbd_collect(const char *pbd, void *ctx)
 {
-    struct sr_host_find *f = ctx;
-    if (strcmp(xa_api_str(f->t, &xa_cls_PBD, pbd, XA_F(xa_cls_PBD, "SR")),
-               f->sr) != 0) {
-        return true;
-    }
-    const char *h =
-        xa_api_str(f->t, &xa_cls_PBD, pbd, XA_F(xa_cls_PBD, "host"));
-    bool plugged = xa_api_bool(f->t, &xa_cls_PBD, pbd,
-                               XA_F(xa_cls_PBD, "currently_attached"));
-    bool mine = strcmp(h, xa_self_host()) == 0;
-    if (mine || !f->host || (plugged && !f->attached)) {
-        free(f->host);
-        f->host = xa_strdup(h);
-        f->attached = plugged;
-    }
-    return !mine;
+    struct pbd_rows *r = ctx;
+    r->v = xa_realloc(r->v, (r->n + 1) * sizeof *r->v);
+    r->v[r->n++] = (struct pbd_row){
+        xa_api_str(r->t, &xa_cls_PBD, pbd, XA_F(xa_cls_PBD, "host")),
+        xa_api_str(r->t, &xa_cls_PBD, pbd, XA_F(xa_cls_PBD, "SR")),
+        xa_api_bool(r->t, &xa_cls_PBD, pbd,
+                    XA_F(xa_cls_PBD, "currently_attached"))};
+    return true;
 }
 
-/* Where an SR's work runs: here when this host has a PBD for it (shared
- * SRs, the master's own), else a host whose PBD is plugged (a member's
- * local SR), else any host with a PBD; NULL without one (the call then
- * answers for itself). */
+/* Whether 'host' has a PBD for every SR in 'srs' (plugged ones only when
+ * 'plugged'). */
+static bool
+sees_all(const struct pbd_rows *r, const char *host, const struct xa_value *srs,
+         bool plugged)
+{
+    for (size_t k = 0; k < srs->u.arr.n; k++) {
+        bool found = false;
+        for (size_t i = 0; i < r->n && !found; i++) {
+            found = strcmp(r->v[i].host, host) == 0 &&
+                    strcmp(r->v[i].sr, srs->u.arr.items[k]->u.str.s) == 0 &&
+                    (r->v[i].plugged || !plugged);
+        }
+        if (!found) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Where work on the SRs in 'srs' (a set of refs) runs: here when this
+ * host has a PBD for each (shared SRs, the master's own), else the first
+ * host whose PBDs for all of them are plugged (a member's local SR);
+ * NULL when none (the call then answers for itself). */
+static char *
+srs_host(struct xa_txn *t, const struct xa_value *srs)
+{
+    if (!srs->u.arr.n) {
+        return NULL;
+    }
+    struct pbd_rows r = {t, NULL, 0};
+    xa_db_foreach(t, &xa_cls_PBD, pbd_collect, &r);
+    char *host = NULL;
+    if (sees_all(&r, xa_self_host(), srs, false)) {
+        host = xa_strdup(xa_self_host());
+    }
+    for (size_t i = 0; i < r.n && !host; i++) {
+        if (sees_all(&r, r.v[i].host, srs, true)) {
+            host = xa_strdup(r.v[i].host);
+        }
+    }
+    free(r.v);
+    return host;
+}
+
+/* Adds 'sr' to the set 'srs' unless it is no SR or there already. */
+static void
+add_sr(struct xa_txn *t, struct xa_value *srs, const char *sr)
+{
+    if (!sr || !xa_db_exists(t, &xa_cls_SR, sr)) {
+        return;
+    }
+    for (size_t i = 0; i < srs->u.arr.n; i++) {
+        if (strcmp(srs->u.arr.items[i]->u.str.s, sr) == 0) {
+            return;
+        }
+    }
+    xa_array_append(srs, xa_string(sr));
+}
+
 static char *
 sr_host(struct xa_txn *t, const char *sr)
 {
-    struct sr_host_find f = {t, sr, NULL, false};
-    xa_db_foreach(t, &xa_cls_PBD, sr_host_step, &f);
-    return f.host;
+    struct xa_value *srs = xa_array();
+    add_sr(t, srs, sr);
+    char *host = srs_host(t, srs);
+    xa_value_unref(srs);
+    return host;
+}
+
+/* The SRs of the VM's disks (its VBDs' VDIs), and 'extra' (may be NULL). */
+static struct xa_value *
+vm_srs(struct xa_txn *t, const char *vm, const char *extra)
+{
+    struct xa_value *srs = xa_array();
+    struct xa_value *vbds =
+        xa_api_refs_where(t, &xa_cls_VBD, XA_F(xa_cls_VBD, "VM"), vm);
+    for (size_t i = 0; vbds && i < vbds->u.arr.n; i++) {
+        const char *vdi =
+            xa_api_str(t, &xa_cls_VBD, vbds->u.arr.items[i]->u.str.s,
+                       XA_F(xa_cls_VBD, "VDI"));
+        add_sr(t, srs, xa_api_str(t, &xa_cls_VDI, vdi, XA_F(xa_cls_VDI, "SR")));
+    }
+    xa_value_unref(vbds);
+    add_sr(t, srs, extra);
+    return srs;
+}
+
+/* VM.clone/snapshot/copy/revert: a running VM's host does it (its
+ * hypervisor holds the disks); a halted one's, a host that sees every SR
+ * of its disks (and the copy's target SR). */
+static char *
+vm_disks_host(struct xa_txn *t, const char *vm, const char *extra_sr)
+{
+    const char *power =
+        xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "power_state"));
+    if (strcmp(power, "Running") == 0 || strcmp(power, "Paused") == 0) {
+        return xa_strdup(
+            xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "resident_on")));
+    }
+    struct xa_value *srs = vm_srs(t, vm, extra_sr);
+    char *host = srs_host(t, srs);
+    xa_value_unref(srs);
+    return host;
 }
 
 static char *
@@ -542,6 +639,18 @@ xa_pool_forward(struct xa_call *call, struct xa_value *const *args,
         host =
             sr_host(t, xa_api_str(t, &xa_cls_VDI, a0, XA_F(xa_cls_VDI, "SR")));
         break;
+    case T_VM_DISKS:
+        host = vm_disks_host(
+            t, a0, strcmp(m->wire, "VM.copy") == 0 ? args[2]->u.str.s : NULL);
+        break;
+    case T_VDI_COPY: {
+        struct xa_value *srs = xa_array();
+        add_sr(t, srs, xa_api_str(t, &xa_cls_VDI, a0, XA_F(xa_cls_VDI, "SR")));
+        add_sr(t, srs, args[1]->u.str.s);
+        host = srs_host(t, srs);
+        xa_value_unref(srs);
+        break;
+    }
     case T_REC_SR_HOST: {
         const char *sr = xa_struct_get_str(args[0], "SR");
         host = sr ? sr_host(t, sr) : NULL;

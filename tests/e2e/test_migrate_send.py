@@ -175,6 +175,32 @@ def test_member_sr_work_runs_on_the_member(pool):
     assert gone(api, vdi)
 
 
+def test_vm_on_member_storage_is_cloned_there(pool):
+    """VM.clone/snapshot/copy, VM.revert and VDI.copy of a halted VM whose
+    disk is on a member's local SR run on that member, as xapi sends them
+    to a host that sees the VM's storage."""
+    hosts, api, (a, b) = formed(pool, [{}, {}])
+    sr_a, sr_b = local_sr(api, a), local_sr(api, b)
+    data = pattern(2 * MIB, 9)
+    vdi = disk_with(api, hosts[0], sr_a, data)
+    vm = vm_with_disk(api, "kept-on-b", vdi)
+    net = api.network.get_all()[0]
+    api.VM.migrate_send(vm, api.host.migrate_receive(b, net, {}), False,
+                        {vdi: sr_b}, {}, {})
+    on_b = the_disk(api, vm)
+    copies = [api.VM.clone(vm, "clone"), api.VM.snapshot(vm, "snap", []),
+              api.VM.copy(vm, "copy", sr_b)]
+    for c in copies:
+        d = the_disk(api, c)
+        assert d != on_b and api.VDI.get_SR(d) == sr_b
+        assert content(hosts[1], api, d) == data
+    lone = api.VDI.copy(on_b, sr_b, "OpaqueRef:NULL", "OpaqueRef:NULL")
+    assert api.VDI.get_SR(lone) == sr_b
+    assert content(hosts[1], api, lone) == data
+    api.VM.revert(copies[1])
+    assert content(hosts[1], api, the_disk(api, vm)) == data
+
+
 def test_forwarded_send_runs_for_the_callers_task(pool):
     """A halted VM's disks leave from the host whose SR holds them: the
     master forwards VM.migrate_send there, and that host works for the
