@@ -175,19 +175,25 @@ def test_member_sr_work_runs_on_the_member(pool):
     assert gone(api, vdi)
 
 
+def parked_on_b(api, hosts, a, b, data, name):
+    """A halted VM whose one disk, holding 'data', was made on a's local SR
+    and moved to b's: (vm, its disk, a's SR, b's SR)."""
+    sr_a, sr_b = local_sr(api, a), local_sr(api, b)
+    vdi = disk_with(api, hosts[0], sr_a, data)
+    vm = vm_with_disk(api, name, vdi)
+    net = api.network.get_all()[0]
+    api.VM.migrate_send(vm, api.host.migrate_receive(b, net, {}), False,
+                        {vdi: sr_b}, {}, {})
+    return vm, the_disk(api, vm), sr_a, sr_b
+
+
 def test_vm_on_member_storage_is_cloned_there(pool):
     """VM.clone/snapshot/copy, VM.revert and VDI.copy of a halted VM whose
     disk is on a member's local SR run on that member, as xapi sends them
     to a host that sees the VM's storage."""
     hosts, api, (a, b) = formed(pool, [{}, {}])
-    sr_a, sr_b = local_sr(api, a), local_sr(api, b)
     data = pattern(2 * MIB, 9)
-    vdi = disk_with(api, hosts[0], sr_a, data)
-    vm = vm_with_disk(api, "kept-on-b", vdi)
-    net = api.network.get_all()[0]
-    api.VM.migrate_send(vm, api.host.migrate_receive(b, net, {}), False,
-                        {vdi: sr_b}, {}, {})
-    on_b = the_disk(api, vm)
+    vm, on_b, sr_a, sr_b = parked_on_b(api, hosts, a, b, data, "kept-on-b")
     copies = [api.VM.clone(vm, "clone"), api.VM.snapshot(vm, "snap", []),
               api.VM.copy(vm, "copy", sr_b)]
     for c in copies:
@@ -207,14 +213,9 @@ def test_forwarded_send_runs_for_the_callers_task(pool):
     caller's task (its current_operations key, its progress), as a
     forwarded pool_migrate does."""
     hosts, api, (a, b) = formed(pool, [{}, {}])
-    sr_a, sr_b = local_sr(api, a), local_sr(api, b)
     data = pattern(96 * MIB, 7)
-    vdi = disk_with(api, hosts[0], sr_a, data)
-    vm = vm_with_disk(api, "parked", vdi)
+    vm, on_b, sr_a, sr_b = parked_on_b(api, hosts, a, b, data, "parked")
     net = api.network.get_all()[0]
-    api.VM.migrate_send(vm, api.host.migrate_receive(b, net, {}), False,
-                        {vdi: sr_b}, {}, {})
-    on_b = the_disk(api, vm)
     task = api.Async.VM.migrate_send(vm, api.host.migrate_receive(a, net, {}),
                                      False, {on_b: sr_a}, {}, {})
     progress, op_keys = watch_task(api, task, vm, every=0.01)
