@@ -29,6 +29,7 @@
 #include "call.h"
 #include "hypervisor/hv.h"
 #include "log.h"
+#include "pool/pool.h"
 #include "rpc.h"
 #include "session.h"
 
@@ -162,6 +163,10 @@ console_handler(struct xa_http_request *r, void *ctx)
     struct xa_call *call = xa_call_new("console", xa_http_remote_addr(r));
     struct xa_error *err = xa_session_check(sid, call);
     xa_call_free(call);
+    if (err) {
+        xa_error_free(err); /* a session of the master's, on a member? */
+        err = xa_pool_check_session(sid, "");
+    }
     if (err) {
         xa_error_free(err);
         refuse(r, 401, "Invalid session\n");

@@ -463,6 +463,14 @@ xa_impl_pool_db_write(struct xa_call *call, const char *payload,
 }
 
 struct xa_error *
+xa_impl_pool_check_session(struct xa_call *call, const char *session,
+                           const char *message)
+{
+    struct xa_error *err = pool_only(call);
+    return err ? err : xa_pool_serve_check_session(call, session, message);
+}
+
+struct xa_error *
 xa_impl_pool_replicate(struct xa_call *call, const char *request,
                        struct xa_value **ret)
 {

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "db/db.h"
+#include "pool/pool.h"
 #include "rbac.h"
 #include "rpc/xmlrpc.h"
 #include "session.h"
@@ -29,6 +30,9 @@ xa_data_auth(struct xa_http_request *r, const char *as)
     const struct xa_message_desc *m = xa_schema_message(as);
     if (!err && m) {
         err = xa_rbac_check(call, m);
+    } else if (err && strcmp(err->code, "SESSION_INVALID") == 0) {
+        xa_error_free(err); /* a session of the master's, on a member? */
+        err = xa_pool_check_session(s, as);
     }
     xa_call_free(call);
     if (err) {

@@ -119,6 +119,11 @@ struct xa_error *xa_pool_serve_replicate(struct xa_call *call,
                                          struct xa_value **ret);
 struct xa_error *xa_pool_serve_db_write(const char *payload,
                                         struct xa_value **ret);
+/* master, pool.check_session: whether 'ref' is a session here that may
+ * call 'message' ("": any). */
+struct xa_error *xa_pool_serve_check_session(const struct xa_call *call,
+                                             const char *ref,
+                                             const char *message);
 /* master, designate_new_master: from now on a write waits for the
  * outcome of the hand-over and then goes to the new master (or, when
  * unfenced, commits here).  Returns the last generation committed

@@ -39,6 +39,12 @@ struct xa_txn;
 bool xa_pool_host_live(struct xa_txn *t, const char *host);
 /* The master's address (caller frees), or NULL on a master. */
 char *xa_pool_master_address(void);
+/* A member, for a session it does not know (a client of the pool holds
+ * the master's): asks the master whether 'ref' is valid and may call
+ * 'message' ("": any); NULL when so, else SESSION_INVALID or
+ * RBAC_PERMISSION_DENIED.  SESSION_INVALID on a master. */
+struct xa_error *xa_pool_check_session(const char *ref,
+                                       const char *message) XA_WARN_UNUSED;
 /* On a member, instead of xa_bootstrap(): this host's ref from the
  * host-uuid file and the replica (caller frees). */
 struct xa_error *xa_pool_member_self(char **ret_host_ref) XA_WARN_UNUSED;

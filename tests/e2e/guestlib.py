@@ -144,3 +144,52 @@ def assert_runs_on(hosts, refs, api, vm, ref):
     for h, r in zip(hosts, refs):
         n = len(qemu_pids(h.state_dir))
         assert n == (1 if r == ref else 0), (h.address, n)
+
+
+class Console:
+    """A VM's text console through CONNECT /console on 'server' (a pool
+    host: its address; else 127.0.0.1) with the session of 'api'."""
+
+    def __init__(self, server, api, vm):
+        cons = [c for c in api.VM.get_consoles(vm)
+                if api.console.get_protocol(c) == "vt100"]
+        assert cons, "no vt100 console for a running PV guest"
+        addr = getattr(server, "address", "127.0.0.1")
+        self.sock = socket.create_connection((addr, server.port))
+        self.sock.sendall(("CONNECT /console?ref=%s&session_id=%s HTTP/1.0"
+                           "\r\n\r\n" % (cons[0], api.ref)).encode())
+        self.data = b""
+        self.wait(b"HTTP/1.1 200 OK\r\n\r\n", 10)
+
+    def wait(self, what, timeout, start=0):
+        """Waits for 'what' (bytes or a compiled regex) after offset
+        'start'; returns the match end offset."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if isinstance(what, bytes):
+                i = self.data.find(what, start)
+                if i >= 0:
+                    return i + len(what)
+            else:
+                m = what.search(self.data, start)
+                if m:
+                    return m
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("console: no %r in %r" %
+                                     (what, self.data[-600:]))
+            self.sock.settimeout(left)
+            try:
+                b = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not b:
+                raise AssertionError("console closed; got %r" %
+                                     self.data[-600:])
+            self.data += b
+
+    def send(self, text):
+        self.sock.sendall(text.encode())
+
+    def close(self):
+        self.sock.close()

@@ -10,7 +10,7 @@ import time
 
 import xapilib
 from migratelib import (add_host, content, disk_with, formed, gone,
-                        local_sr, pattern, the_disk, watch_task)
+                        http_call, local_sr, pattern, the_disk, watch_task)
 from poollib import wait_for
 from xapilib import expect_error
 
@@ -205,6 +205,34 @@ def test_vm_on_member_storage_is_cloned_there(pool):
     assert content(hosts[1], api, lone) == data
     api.VM.revert(copies[1])
     assert content(hosts[1], api, the_disk(api, vm)) == data
+
+
+def test_member_takes_the_masters_session_for_its_disks(pool):
+    """A client of the pool holds the master's session; the member that
+    has a disk serves its export and import with it (asking the master),
+    and refuses it once the client logged out."""
+    hosts, api, (a, b) = formed(pool, [{}, {}])
+    data = pattern(2 * MIB, 11)
+    vm, on_b, sr_a, sr_b = parked_on_b(api, hosts, a, b, data, "served-on-b")
+    q = {"vdi": api.VDI.get_uuid(on_b), "format": "raw"}
+    status, body = http_call(hosts[1], api, "GET", "/export_raw_vdi", q)
+    assert (status, body == data) == (200, True), (status, body[:200])
+    more = pattern(2 * MIB, 12)
+    status, body = http_call(hosts[1], api, "PUT", "/import_raw_vdi", q, more)
+    assert status == 200, body[:200]
+    assert content(hosts[1], api, on_b) == more
+    # a session the master does not know is refused, as is the client's
+    # once it has logged out (asked again, nothing cached)
+    fake = hosts[0].login()
+    fake.ref = "OpaqueRef:00000000-0000-0000-0000-000000000000"
+    status, _ = http_call(hosts[1], fake, "GET", "/export_raw_vdi", q)
+    assert status == 401
+    other = hosts[0].login()
+    status, _ = http_call(hosts[1], other, "GET", "/export_raw_vdi", q)
+    assert status == 200
+    other.logout()
+    status, _ = http_call(hosts[1], other, "GET", "/export_raw_vdi", q)
+    assert status == 401
 
 
 def test_forwarded_send_runs_for_the_callers_task(pool):

@@ -18,8 +18,8 @@ import time
 import pytest
 
 import ovs_env
-from guestlib import (MIB, ask, assert_runs_on, console, on_host, pv_vm,
-                      qemu_pids, qmp_status, serial_log)
+from guestlib import (MIB, Console, ask, assert_runs_on, console, on_host,
+                      pv_vm, qemu_pids, qmp_status, serial_log)
 from migratelib import kvm_pool
 from poollib import wait_for
 from xapilib import expect_error
@@ -29,6 +29,21 @@ TICK = re.compile(rb"TICK (\d+\.\d+)")
 if not shutil.which("qemu-system-x86_64"):
     pytest.skip("qemu-system-x86_64 is not installed (qemu-system-x86)",
                 allow_module_level=True)
+
+
+def test_member_console_takes_the_masters_session(pool, guests):
+    """A VM's console location names its host: a client with the pool's
+    (the master's) session opens the console of a VM on a member there."""
+    hosts, api, (a, b) = kvm_pool(pool, [{}, {}])
+    vm = pv_vm(api, "seen-on-b", os.path.join(guests, "hello.elf"), 64 * MIB)
+    api.VM.start_on(vm, b, False, False)
+    for c in api.VM.get_consoles(vm):
+        assert api.console.get_location(c).startswith(
+            "https://%s/console?" % hosts[1].address)
+    c = Console(hosts[1], api, vm)
+    c.wait(b"MB-GUEST-READY", 30)
+    c.close()
+    api.VM.hard_shutdown(vm)
 
 
 def test_kvm_live_migration_back_and_forth(pool, guests):
