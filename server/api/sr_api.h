@@ -58,6 +58,9 @@ struct xa_error *xa_vdi_locate(struct xa_txn *t, const char *vdi,
                                char **location) XA_WARN_UNUSED;
 /* True when 'host' has 'sr' attached: a plugged PBD of it there. */
 bool xa_sr_attached_on(struct xa_txn *t, const char *sr, const char *host);
+/* A host that has every SR in 'srs' (a set of refs) attached, this one
+ * first (this one for an empty set); NULL when none has.  Caller frees. */
+char *xa_sr_host_for(struct xa_txn *t, const struct xa_value *srs);
 /* True when a running or paused VM has 'vdi' plugged. */
 bool xa_vdi_in_use(struct xa_txn *t, const char *vdi);
 /* Removes a VDI's row and its VBDs (the image is the caller's concern). */

@@ -209,6 +209,26 @@ xa_sr_attached_on(struct xa_txn *t, const char *sr, const char *host)
     return ok;
 }
 
+char *
+xa_sr_host_for(struct xa_txn *t, const struct xa_value *srs)
+{
+    struct xa_value *hosts = xa_db_get_all(t, &xa_cls_host);
+    char *found = NULL;
+    for (size_t h = 0; !found && h <= (hosts ? hosts->u.arr.n : 0); h++) {
+        const char *cand =
+            h == 0 ? xa_self_host() : hosts->u.arr.items[h - 1]->u.str.s;
+        bool all = true;
+        for (size_t i = 0; i < srs->u.arr.n && all; i++) {
+            all = xa_sr_attached_on(t, srs->u.arr.items[i]->u.str.s, cand);
+        }
+        if (all) {
+            found = xa_strdup(cand);
+        }
+    }
+    xa_value_unref(hosts);
+    return found;
+}
+
 struct xa_error *
 xa_vdi_store_sizes(struct xa_txn *t, const char *vdi, const struct xa_sr_vdi *v)
 {

@@ -1079,24 +1079,15 @@ plan_disks(struct xa_txn *t, const char *vm, const struct xa_value *vdi_map)
 static char *
 disk_host(struct xa_txn *t, const struct xa_sxm_out *o)
 {
-    struct xa_value *hosts = xa_db_get_all(t, &xa_cls_host);
-    char *found = NULL;
-    for (size_t h = 0; !found && h <= (hosts ? hosts->u.arr.n : 0); h++) {
-        const char *cand =
-            h == 0 ? xa_self_host() : hosts->u.arr.items[h - 1]->u.str.s;
-        bool all = true;
-        for (size_t i = 0; i < o->n && all; i++) {
-            all = xa_sr_attached_on(t,
-                                    xa_api_str(t, &xa_cls_VDI, o->d[i].old_vdi,
-                                               XA_F(xa_cls_VDI, "SR")),
-                                    cand);
-        }
-        if (all) {
-            found = xa_strdup(cand);
-        }
+    struct xa_value *srs = xa_array();
+    for (size_t i = 0; i < o->n; i++) {
+        xa_array_append(srs,
+                        xa_string(xa_api_str(t, &xa_cls_VDI, o->d[i].old_vdi,
+                                             XA_F(xa_cls_VDI, "SR"))));
     }
-    xa_value_unref(hosts);
-    return found;
+    char *host = xa_sr_host_for(t, srs);
+    xa_value_unref(srs);
+    return host;
 }
 
 static const char *

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "api/net-api.h"
+#include "api/sr_api.h"
 #include "api/vm.h"
 #include "ha/ha.h"
 #include "hmap.h"
@@ -317,7 +318,7 @@ enum target {
     T_PBD_HOST,    /* arg 0 is a PBD: its host */
     T_PIF_HOST,    /* arg 0 is a PIF: its host */
     T_ARG1_HOST,   /* arg 1 is the host (start_on, resume_on) */
-    T_SR_HOST,     /* arg 0 is an SR: a host that has it (sr_host) */
+    T_SR_HOST,     /* arg 0 is an SR: a host that has it attached */
     T_VDI_SR_HOST, /* arg 0 is a VDI: a host that has its SR */
     T_REC_SR_HOST, /* arg 0 is a record naming an SR (VDI.create) */
     T_VM_DISKS,    /* arg 0 is a VM: vm_disks_host (arg 2: an SR too) */
@@ -381,75 +382,6 @@ is_pool(void)
     return many;
 }
 
-struct pbd_row {
-    const char *host, *sr; /* borrowed from the transaction */
-    bool plugged;
-};
-
-struct pbd_rows {
-    struct xa_txn *t;
-    struct pbd_row *v;
-    size_t n;
-};
-
-static bool
-pbd_collect(const char *pbd, void *ctx)
-{
-    struct pbd_rows *r = ctx;
-    r->v = xa_realloc(r->v, (r->n + 1) * sizeof *r->v);
-    r->v[r->n++] = (struct pbd_row){
-        xa_api_str(r->t, &xa_cls_PBD, pbd, XA_F(xa_cls_PBD, "host")),
-        xa_api_str(r->t, &xa_cls_PBD, pbd, XA_F(xa_cls_PBD, "SR")),
-        xa_api_bool(r->t, &xa_cls_PBD, pbd,
-                    XA_F(xa_cls_PBD, "currently_attached"))};
-    return true;
-}
-
-/* Whether 'host' has a PBD for every SR in 'srs' (plugged ones only when
- * 'plugged'). */
-static bool
-sees_all(const struct pbd_rows *r, const char *host, const struct xa_value *srs,
-         bool plugged)
-{
-    for (size_t k = 0; k < srs->u.arr.n; k++) {
-        bool found = false;
-        for (size_t i = 0; i < r->n && !found; i++) {
-            found = strcmp(r->v[i].host, host) == 0 &&
-                    strcmp(r->v[i].sr, srs->u.arr.items[k]->u.str.s) == 0 &&
-                    (r->v[i].plugged || !plugged);
-        }
-        if (!found) {
-            return false;
-        }
-    }
-    return true;
-}
-
-/* Where work on the SRs in 'srs' (a set of refs) runs: here when this
- * host has a PBD for each (shared SRs, the master's own), else the first
- * host whose PBDs for all of them are plugged (a member's local SR);
- * NULL when none (the call then answers for itself). */
-static char *
-srs_host(struct xa_txn *t, const struct xa_value *srs)
-{
-    if (!srs->u.arr.n) {
-        return NULL;
-    }
-    struct pbd_rows r = {t, NULL, 0};
-    xa_db_foreach(t, &xa_cls_PBD, pbd_collect, &r);
-    char *host = NULL;
-    if (sees_all(&r, xa_self_host(), srs, false)) {
-        host = xa_strdup(xa_self_host());
-    }
-    for (size_t i = 0; i < r.n && !host; i++) {
-        if (sees_all(&r, r.v[i].host, srs, true)) {
-            host = xa_strdup(r.v[i].host);
-        }
-    }
-    free(r.v);
-    return host;
-}
-
 /* Adds 'sr' to the set 'srs' unless it is no SR or there already. */
 static void
 add_sr(struct xa_txn *t, struct xa_value *srs, const char *sr)
@@ -465,12 +397,14 @@ add_sr(struct xa_txn *t, struct xa_value *srs, const char *sr)
     xa_array_append(srs, xa_string(sr));
 }
 
+/* Where work on 'sr' runs (this host when 'sr' names no SR: the call
+ * answers for itself). */
 static char *
 sr_host(struct xa_txn *t, const char *sr)
 {
     struct xa_value *srs = xa_array();
     add_sr(t, srs, sr);
-    char *host = srs_host(t, srs);
+    char *host = xa_sr_host_for(t, srs);
     xa_value_unref(srs);
     return host;
 }
@@ -506,7 +440,7 @@ vm_disks_host(struct xa_txn *t, const char *vm, const char *extra_sr)
             xa_api_str(t, &xa_cls_VM, vm, XA_F(xa_cls_VM, "resident_on")));
     }
     struct xa_value *srs = vm_srs(t, vm, extra_sr);
-    char *host = srs_host(t, srs);
+    char *host = xa_sr_host_for(t, srs);
     xa_value_unref(srs);
     return host;
 }
@@ -647,7 +581,7 @@ xa_pool_forward(struct xa_call *call, struct xa_value *const *args,
         struct xa_value *srs = xa_array();
         add_sr(t, srs, xa_api_str(t, &xa_cls_VDI, a0, XA_F(xa_cls_VDI, "SR")));
         add_sr(t, srs, args[1]->u.str.s);
-        host = srs_host(t, srs);
+        host = xa_sr_host_for(t, srs);
         xa_value_unref(srs);
         break;
     }
